@@ -1,0 +1,58 @@
+"""Shared by the benchmarks: load a pipeline's dataset, time things, print and save a table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+logging.basicConfig(level=logging.WARNING)
+
+
+def prepared(pipeline: str = "scifact-quick"):
+    """The pipeline's config, paths and evaluation data (runs the data stage if needed)."""
+    from sptar.config import load_config
+    from sptar.data import load_beir
+    from sptar.stages import execute, paths_for
+
+    cfg = load_config(pipeline)
+    paths = paths_for(cfg)
+    execute("data", cfg, paths)
+    dataset = load_beir(paths.beir, splits=[cfg.evaluate.split])
+    return cfg, paths, dataset
+
+
+@contextmanager
+def timer(into: dict, key: str):
+    start = time.perf_counter()
+    yield
+    into[key] = time.perf_counter() - start
+
+
+def report(name: str, rows: list[dict], notes: dict | None = None) -> None:
+    """Print rows as a table and write them (with notes) to benchmarks/results/<name>.json."""
+    columns = list(rows[0])
+    widths = [max(len(str(c)), *(len(_fmt(r[c])) for r in rows)) for c in columns]
+    print(" | ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(_fmt(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for key, value in (notes or {}).items():
+        print(f"{key}: {_fmt(value)}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": rows, "notes": notes or {}}, indent=2))
+    print(f"-> {RESULTS / f'{name}.json'}")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,5 @@
+import sys
+
+from sptar.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""BM25 over the whole corpus (title + text): ``bm25s`` by default, ``rank-bm25`` as a second.
+
+Both backends see the same tokens (bm25s' tokenizer: lower-case, English stopwords, Snowball
+stemmer) and score with Lucene's BM25 (idf = ln(1 + (N - n + 0.5) / (n + 0.5))), so they rank
+alike; rank-bm25's scores are (k1 + 1) times bm25s' (a constant factor). Documents that share
+no term with the query are not returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from sptar.config import BM25Config
+from sptar.formats import Corpus, Run, doc_text
+
+log = logging.getLogger(__name__)
+
+
+def tokenize(texts: list[str], cfg: BM25Config) -> list[list[str]]:
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer(cfg.stemmer) if cfg.stemmer != "none" else None
+    stopwords = cfg.stopwords if cfg.stopwords != "none" else None
+    return bm25s.tokenize(texts, stopwords=stopwords, stemmer=stemmer, return_ids=False,
+                          show_progress=False)
+
+
+def _lucene_okapi():
+    from rank_bm25 import BM25Okapi
+
+    class LuceneBM25Okapi(BM25Okapi):
+        """rank-bm25's Okapi BM25 with Lucene's non-negative idf (as bm25s' 'lucene' method)."""
+
+        def _calc_idf(self, nd):
+            n_docs = self.corpus_size
+            self.idf = {word: math.log(1.0 + (n_docs - freq + 0.5) / (freq + 0.5))
+                        for word, freq in nd.items()}
+
+    return LuceneBM25Okapi
+
+
+class BM25Searcher:
+    """An index over a corpus that answers many queries at once."""
+
+    def __init__(self, corpus: Corpus, cfg: BM25Config):
+        self.cfg = cfg
+        self.doc_ids = list(corpus)
+        tokens = tokenize([doc_text(corpus[d]) for d in self.doc_ids], cfg)
+        if cfg.backend == "bm25s":
+            import bm25s
+
+            self._index = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene")
+            self._index.index(tokens, show_progress=False)
+        else:
+            self._index = _lucene_okapi()(tokens, k1=cfg.k1, b=cfg.b)
+
+    def search(self, queries: Mapping[str, str], top_k: int | None = None) -> Run:
+        """Top-k documents per query with positive scores, as ``{qid: {docid: score}}``."""
+        top_k = min(top_k or self.cfg.top_k, len(self.doc_ids))
+        query_ids = list(queries)
+        tokens = tokenize([queries[q] for q in query_ids], self.cfg)
+        if self.cfg.backend == "bm25s":
+            indices, scores = self._search_bm25s(tokens, top_k)
+        else:
+            indices, scores = self._search_rank_bm25(tokens, top_k)
+        run: Run = {}
+        for row, query_id in enumerate(query_ids):
+            keep = scores[row] > 0
+            run[query_id] = {self.doc_ids[i]: float(s)
+                             for i, s in zip(indices[row][keep], scores[row][keep], strict=True)}
+        return run
+
+    def _search_bm25s(self, tokens: list[list[str]], top_k: int):
+        indices = np.zeros((len(tokens), top_k), dtype=np.int64)
+        scores = np.zeros((len(tokens), top_k), dtype=np.float32)
+        known = [i for i, t in enumerate(tokens) if t]  # bm25s cannot take an empty query
+        if known:
+            found, found_scores = self._index.retrieve([tokens[i] for i in known], k=top_k,
+                                                       show_progress=False, n_threads=0)
+            indices[known], scores[known] = found, found_scores
+        return indices, scores
+
+    def _search_rank_bm25(self, tokens: list[list[str]], top_k: int):
+        indices = np.zeros((len(tokens), top_k), dtype=np.int64)
+        scores = np.zeros((len(tokens), top_k), dtype=np.float64)
+        for row, query in enumerate(tokens):
+            all_scores = self._index.get_scores(query)
+            top = np.argpartition(-all_scores, top_k - 1)[:top_k]
+            top = top[np.argsort(-all_scores[top], kind="stable")]
+            indices[row], scores[row] = top, all_scores[top]
+        return indices, scores

@@ -1,0 +1,79 @@
+"""``sptar <stage> --config <pipeline> [--set key=value ...]``: parse, set up logging, run.
+
+Errors a user can fix print one line and exit with code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sptar.errors import SptarError
+
+log = logging.getLogger("sptar")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from sptar.stages import STAGES
+
+    parser = argparse.ArgumentParser(prog="sptar", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", default="scifact-quick",
+                        help="pipeline name (pipelines/<name>.yaml) or a YAML path")
+    common.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. split.seed=1")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--quiet", "-q", action="store_true", help="warnings and errors only")
+    for name, (_, options) in STAGES.items():
+        stage = sub.add_parser(name, parents=[common], help=f"run the {name} stage")
+        stage.add_argument("--force", action="store_true",
+                           help="run even if the manifest says the stage is up to date")
+        for option, values in options.items():
+            stage.add_argument(f"--{option}", required=True, choices=values)
+    sub.add_parser("config", parents=[common], help="print the resolved config as YAML")
+    return parser
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "sentence_transformers", "faiss", "bm25s"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from sptar.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "config":
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        return 0
+    from sptar.stages import STAGES, execute, paths_for
+
+    options = {name: getattr(args, name) for name in STAGES[args.command][1]}
+    execute(args.command, cfg, paths_for(cfg), force=args.force, **options)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        return _main(args)
+    except SptarError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"sptar: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("sptar: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

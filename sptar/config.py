@@ -1,0 +1,255 @@
+"""The pipeline config: typed sections loaded from ``pipelines/<name>.yaml``.
+
+Unknown keys, wrong types and out-of-range values are errors that name the file, the line and
+the key. ``--set section.key=value`` overrides any value (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path, PurePath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sptar.errors import SptarError
+from sptar.paths import check_name
+
+PIPELINES_DIR = Path("pipelines")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+def _relative(value: str | None, what: str) -> str | None:
+    if value is not None and PurePath(value).is_absolute():
+        raise ValueError(f"{what} must be relative to the project folder, got absolute {value!r}")
+    return value
+
+
+class DatasetConfig(Section):
+    """Which BEIR dataset, and where it comes from."""
+
+    name: str
+    mirror: str | None = None  # a folder holding <name>/; else $SPTAR_DATA_MIRROR; else download
+    download: bool = True  # allow downloading the official BEIR zip when no mirror has it
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return check_name(value, "dataset name")
+
+    @field_validator("mirror")
+    @classmethod
+    def _check_mirror(cls, value: str | None) -> str | None:
+        return _relative(value, "dataset.mirror")
+
+
+class SplitConfig(Section):
+    """SPTAR's few-shot split of the labeled data and the unlabeled pool."""
+
+    n_prompt_train: int = Field(50, ge=1)
+    n_prompt_eval: int = Field(100, ge=1)
+    source_split: str = "auto"  # "auto": train if the dataset has one, else dev
+    min_relevance: int = Field(1, ge=1)
+    max_unlabeled_docs: int | None = Field(None, ge=1)
+
+
+class ModelsConfig(Section):
+    """Model aliases (see ``sptar.models``), Hugging Face ids or local folders."""
+
+    llm: str = "smollm2-135m"
+    encoder: str = "all-minilm-l6-v2"
+    trust_remote_code: bool = False
+
+
+class BM25Config(Section):
+    backend: Literal["bm25s", "rank-bm25"] = "bm25s"
+    k1: float = Field(0.9, gt=0)
+    b: float = Field(0.4, ge=0, le=1)
+    stopwords: Literal["en", "none"] = "en"
+    stemmer: Literal["english", "none"] = "english"
+    top_k: int = Field(1000, ge=1)
+
+
+class DenseConfig(Section):
+    """Encoding and FAISS search for every dense system."""
+
+    batch_size: int = Field(64, ge=1)
+    max_seq_length: int | None = Field(256, ge=8)
+    index: Literal["flat", "hnsw", "ivf"] = "flat"
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(256, ge=1)
+    ivf_nlist: int = Field(256, ge=1)
+    ivf_nprobe: int = Field(32, ge=1)
+    top_k: int = Field(1000, ge=1)
+    chunk_size: int = Field(2048, ge=1)  # documents per resumable encoding chunk
+
+
+class EvaluateConfig(Section):
+    split: str = "test"
+
+
+SYSTEMS = ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")
+
+
+class ReportConfig(Section):
+    systems: list[Literal["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]] = ["bm25", "zero-shot"]
+
+
+class Config(Section):
+    """A whole pipeline: one experiment on one dataset."""
+
+    experiment: str
+    seed: int = 42
+    device: str = "auto"
+    dataset: DatasetConfig
+    split: SplitConfig = SplitConfig()
+    models: ModelsConfig = ModelsConfig()
+    bm25: BM25Config = BM25Config()
+    dense: DenseConfig = DenseConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("experiment")
+    @classmethod
+    def _check_experiment(cls, value: str) -> str:
+        return check_name(value, "experiment")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+        return value
+
+    def sections(self, *names: str) -> dict[str, Any]:
+        """The named sections (or dotted keys such as ``dataset.name``) as plain data."""
+        out: dict[str, Any] = {}
+        for name in names:
+            value: Any = self
+            for part in name.split("."):
+                value = getattr(value, part)
+            out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        return out
+
+    def section_hash(self, *names: str) -> str:
+        """A stable hash of the named sections: what a stage's output depends on."""
+        blob = json.dumps(self.sections(*names), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """``scifact-quick`` means ``pipelines/scifact-quick.yaml``; a path is taken as it is."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        path = PIPELINES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))) or "none"
+        raise SptarError(f"{path}: config file not found (fix: pick one of pipelines/: {known})")
+    return path
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    path = resolve_config_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SptarError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+                         " (fix: correct the YAML syntax)") from None
+    if not isinstance(raw, dict):
+        raise SptarError(f"{path}: expected a mapping of sections at the top level"
+                         " (fix: see pipelines/scifact-quick.yaml)")
+    raw.setdefault("experiment", path.stem)
+    from_override: set[str] = set()
+    for item in overrides:
+        key = _apply_override(raw, item)
+        from_override.add(key)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(path, exc, lines, from_override) from None
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> str:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SptarError(f"--set {item!r}: expected section.key=value"
+                         " (fix: e.g. --set split.n_prompt_train=20)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SptarError(f"--set {item!r}: '{part}' is a value, not a section"
+                             " (fix: name a key inside a section)")
+        node = child
+    node[parts[-1]] = parsed
+    return key
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Map every dotted key of a YAML document to its 1-based line number."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = f"{prefix}{index}"
+            lines[key] = item.start_mark.line + 1
+            lines.update(_key_lines(item, key + "."))
+    return lines
+
+
+def _config_error(path: Path, exc: ValidationError, lines: dict[str, int],
+                  from_override: set[str]) -> SptarError:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+        fix = "remove it or check its spelling against pipelines/scifact-quick.yaml"
+    elif error["type"] == "missing":
+        message = "missing required key"
+        fix = "add it"
+    else:
+        message = error["msg"]
+        if "input" in error and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+        fix = "correct the value"
+    if key in from_override:
+        where = f"--set {key}"
+    else:
+        line = _nearest_line(key, lines)
+        where = f"{path}:{line}" if line else str(path)
+    return SptarError(f"{where}: key '{key}': {message} (fix: {fix})")
+
+
+def _nearest_line(key: str, lines: dict[str, int]) -> int | None:
+    parts = key.split(".")
+    while parts:
+        line = lines.get(".".join(parts))
+        if line:
+            return line
+        parts.pop()
+    return None

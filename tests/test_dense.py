@@ -1,0 +1,80 @@
+"""Dense retrieval: embedding cache, resumable chunks, FAISS index kinds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sptar.config import DenseConfig
+from sptar.dense import build_index, dense_search, encode_corpus, search_index
+
+
+class CountingEncoder:
+    """A tiny in-process encoder: bag of hashed words, unit length; counts encoded texts."""
+
+    max_seq_length = 32
+    similarity_fn_name = "cosine"
+
+    def __init__(self, fail_after: int | None = None):
+        self.encoded = 0
+        self.fail_after = fail_after
+
+    def get_sentence_embedding_dimension(self):
+        return 16
+
+    def encode(self, texts, batch_size, convert_to_numpy, normalize_embeddings, show_progress_bar):
+        if self.fail_after is not None and self.encoded + len(texts) > self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        self.encoded += len(texts)
+        out = np.zeros((len(texts), 16), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, sum(map(ord, word)) % 16] += 1
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-9)
+
+
+CORPUS = {f"d{i}": {"title": "", "text": f"word{i} shared{i % 3} extra{i % 5}"} for i in range(20)}
+
+
+def test_cache_is_reused(tmp_path):
+    cfg = DenseConfig(chunk_size=6)
+    model = CountingEncoder()
+    first = encode_corpus(model, CORPUS, cfg, tmp_path / "cache")
+    assert model.encoded == 20 and first.shape == (20, 16)
+    second = encode_corpus(model, CORPUS, cfg, tmp_path / "cache")
+    assert model.encoded == 20  # nothing re-encoded
+    np.testing.assert_array_equal(first, second)
+    assert not list((tmp_path / "cache").glob("chunk-*"))
+
+
+def test_killed_encoding_resumes_from_its_chunks(tmp_path):
+    cfg = DenseConfig(chunk_size=6)
+    with pytest.raises(KeyboardInterrupt):
+        encode_corpus(CountingEncoder(fail_after=13), CORPUS, cfg, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("chunk-*.npy"))) == 2
+    resumed = CountingEncoder()
+    embeddings = encode_corpus(resumed, CORPUS, cfg, tmp_path / "cache")
+    assert resumed.encoded == 20 - 12
+    np.testing.assert_array_equal(embeddings, encode_corpus(CountingEncoder(), CORPUS, cfg,
+                                                            tmp_path / "fresh"))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_find_the_exact_top1(kind):
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(500, 32)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = docs[:20] + 0.01 * rng.normal(size=(20, 32)).astype(np.float32)
+    ids = [f"d{i}" for i in range(500)]
+    exact = search_index(build_index(docs, DenseConfig()), ids, [f"q{i}" for i in range(20)], queries, 5)
+    approx = search_index(build_index(docs, DenseConfig(index=kind, ivf_nlist=8, ivf_nprobe=8)),
+                          ids, [f"q{i}" for i in range(20)], queries, 5)
+    for qid in exact:
+        assert max(exact[qid], key=exact[qid].get) == max(approx[qid], key=approx[qid].get)
+
+
+def test_dense_search_ranks_the_matching_document_first(tmp_path):
+    run = dense_search(CountingEncoder(), CORPUS, {"q": "word7 shared1 extra2"}, DenseConfig(top_k=3),
+                       tmp_path / "cache")
+    assert len(run["q"]) == 3 and max(run["q"], key=run["q"].get) == "d7"
