@@ -6,8 +6,11 @@ Writes to ``data/runs/<experiment>/split/``:
 - ``queries.jsonl``: the sampled labeled queries (prompt-train and prompt-eval);
 - ``qrels/prompt_train.tsv``, ``qrels/prompt_eval.tsv``: their relevant documents (over the
   original corpus);
-- ``unlabeled_ids.txt``: the unlabeled pool, documents that appear in no qrels split at all,
-  capped at ``split.max_unlabeled_docs`` (sampled by seed), in corpus order.
+- ``unlabeled_ids.txt``: the unlabeled pool, documents that appear in no qrels split at all
+  (``split.pool: unjudged``, SPTAR's choice) or, for corpora where every document is judged
+  somewhere, documents judged neither in the evaluation split nor in the sampled labeled pairs
+  (``split.pool: not-in-eval``); capped at ``split.max_unlabeled_docs`` (sampled by seed), in
+  corpus order.
 
 Queries are sampled from the train qrels (dev when there is no train split); queries that are
 also judged in the evaluation split are never sampled, so the test split never reaches training.
@@ -93,7 +96,12 @@ def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
     chosen = rng.sample(candidates, wanted)
     train_ids, eval_ids = chosen[:cfg.split.n_prompt_train], chosen[cfg.split.n_prompt_train:]
 
-    judged = {did for split in dataset.qrels.values() for docs in split.values() for did in docs}
+    if cfg.split.pool == "unjudged":
+        excluded = dataset.qrels.values()
+    else:
+        chosen_qrels = {qid: positive[qid] for qid in chosen}
+        excluded = [dataset.split(cfg.evaluate.split), chosen_qrels]
+    judged = {did for qrels in excluded for docs in qrels.values() for did in docs}
     pool = [did for did in dataset.corpus if did not in judged]
     cap = cfg.split.max_unlabeled_docs
     if cap is not None and cap < len(pool):
@@ -101,7 +109,7 @@ def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
         pool = [did for did in pool if did in keep]
     if not pool:
         raise SptarError(f"dataset {cfg.dataset.name!r}: every document is judged in some qrels split,"
-                         " so the unlabeled pool is empty (fix: use a corpus with unjudged documents)")
+                         " so the unlabeled pool is empty (fix: set split.pool: not-in-eval)")
     return FewShotSplit(
         queries={qid: dataset.queries[qid] for qid in chosen},
         prompt_train={qid: positive[qid] for qid in train_ids},

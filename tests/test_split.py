@@ -59,3 +59,17 @@ def test_too_many_requested_and_test_as_source(tiny_cfg, tiny_paths):
         sample_split(tiny_cfg("split.n_prompt_train=10", "split.n_prompt_eval=10"), dataset)
     with pytest.raises(SptarError, match="never from test"):
         sample_split(tiny_cfg("split.source_split=test"), dataset)
+
+
+def test_not_in_eval_pool_excludes_eval_and_labeled_documents(tiny_cfg, tiny_paths):
+    cfg = tiny_cfg("split.pool=not-in-eval", "split.max_unlabeled_docs=null")
+    split = _split(cfg, tiny_paths)
+    dataset = load_beir(tiny_paths.beir)
+    test_docs = {d for docs in dataset.qrels["test"].values() for d in docs}
+    labeled_docs = {d for qrels in (split.prompt_train, split.prompt_eval)
+                    for docs in qrels.values() for d in docs}
+    unsampled_train = {d for q, docs in dataset.qrels["train"].items()
+                       if q not in split.queries for d in docs}
+    assert not (test_docs | labeled_docs) & set(split.unlabeled)
+    assert unsampled_train <= set(split.unlabeled)  # judged only by unsampled train queries
+    assert len(split.unlabeled) == 36 - len(test_docs | labeled_docs)
