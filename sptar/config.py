@@ -57,6 +57,9 @@ class SplitConfig(Section):
     source_split: str = "auto"  # "auto": train if the dataset has one, else dev
     min_relevance: int = Field(1, ge=1)
     max_unlabeled_docs: int | None = Field(None, ge=1)
+    # keep at most this many relevant documents per labeled query (sampled by seed); NFCorpus
+    # queries have ~40 each, which would make thousands of prompt-training pairs
+    max_pairs_per_query: int | None = Field(None, ge=1)
     # "unjudged": documents judged in no qrels split (SPTAR); "not-in-eval": documents not judged
     # in the evaluation split and not in the sampled labeled pairs (for corpora such as NFCorpus
     # where every document is judged in some split)

@@ -96,6 +96,13 @@ def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
     chosen = rng.sample(candidates, wanted)
     train_ids, eval_ids = chosen[:cfg.split.n_prompt_train], chosen[cfg.split.n_prompt_train:]
 
+    cap_pairs = cfg.split.max_pairs_per_query
+    if cap_pairs is not None:
+        pair_rng = random.Random(cfg.seed + 2)
+        for qid in chosen:
+            if len(positive[qid]) > cap_pairs:
+                keep = set(pair_rng.sample(sorted(positive[qid]), cap_pairs))
+                positive[qid] = {did: s for did, s in positive[qid].items() if did in keep}
     if cfg.split.pool == "unjudged":
         excluded = dataset.qrels.values()
     else:

@@ -73,3 +73,10 @@ def test_not_in_eval_pool_excludes_eval_and_labeled_documents(tiny_cfg, tiny_pat
     assert not (test_docs | labeled_docs) & set(split.unlabeled)
     assert unsampled_train <= set(split.unlabeled)  # judged only by unsampled train queries
     assert len(split.unlabeled) == 36 - len(test_docs | labeled_docs)
+
+
+def test_pairs_per_query_cap(tiny_cfg, tiny_paths):
+    split = _split(tiny_cfg("split.max_pairs_per_query=1"), tiny_paths)
+    assert all(len(docs) == 1 for qrels in (split.prompt_train, split.prompt_eval)
+               for docs in qrels.values())
+    assert len(split.pairs("labeled")) == len(split.queries) == 7
