@@ -17,6 +17,7 @@ os.chdir(ROOT)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logging.basicConfig(level=logging.WARNING)
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def prepared(pipeline: str = "scifact-quick"):
