@@ -360,20 +360,19 @@ def build_stats(variant: str, ctx: Context, outcome: Outcome) -> dict[str, Any]:
                                 for k in SHARE_AT_K},
         },
         "median_query_words": {
-            "input": statistics.median(n_words(ctx.weak.queries[q]) for q in all_ids),
-            "kept": statistics.median(n_words(ctx.weak.queries[q]) for q in outcome.kept),
+            "input": float(statistics.median(n_words(ctx.weak.queries[q]) for q in all_ids)),
+            "kept": float(statistics.median(n_words(ctx.weak.queries[q]) for q in outcome.kept)),
         },
     }
 
 
 def log_table(stats: dict[str, Any]) -> None:
     lines = [f"filter {stats['variant']}: {stats['input']} generated pairs",
-             f"  {'step':<28}{'in':>7}{'kept':>7}{'of step':>9}{'of input':>10}"]
+             f"  {'in':>7}{'kept':>7}{'of step':>9}{'of input':>10}  step"]
     for step in stats["steps"]:
-        label = f"{step['step']}. {step['filter']} " + " ".join(
-            f"{k}={v}" for k, v in step["params"].items() if v is not None)
-        lines.append(f"  {label[:27]:<28}{step['in']:>7}{step['kept']:>7}"
-                     f"{step['share_of_step']:>9.1%}{step['share_of_input']:>10.1%}")
+        params = ", ".join(f"{k}={v}" for k, v in step["params"].items() if v is not None)
+        lines.append(f"  {step['in']:>7}{step['kept']:>7}{step['share_of_step']:>9.1%}"
+                     f"{step['share_of_input']:>10.1%}  {step['step']}. {step['filter']} ({params})")
     bm25 = stats["bm25"]
     histogram = bm25["rank_histogram_input"]
     lines.append("  BM25 rank of the source doc: " + ", ".join(

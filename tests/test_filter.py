@@ -133,7 +133,7 @@ def test_stats_numbers(toy):
         "1": 2, "2-3": 2, "4-10": 2, "11-30": 0, "31-70": 0, "71-100": 0, ">100/not found": 1}
     assert stats["bm25"]["rank_histogram_kept"]["1"] == 1
     assert stats["bm25"]["kept_share_at_k"] == {k: round(6 / 7, 4) for k in ("10", "30", "70", "100")}
-    assert stats["median_query_words"] == {"input": 1, "kept": 1}
+    assert stats["median_query_words"] == {"input": 1.0, "kept": 1.0}
     assert manifest["summary"]["kept"] == 3
 
 
