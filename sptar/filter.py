@@ -250,7 +250,7 @@ def logprob_topn(ids: list[str], ctx: Context, params: LogprobTopNFilter) -> dic
     if keep >= len(ids):
         return {}
     cut = logprob[ids[order[keep - 1]]]
-    return {ids[i]: (f"logprob_topn: mean log-probability {logprob[ids[i]]:.3f} below the best"
+    return {ids[i]: (f"logprob_topn: mean log-probability {logprob[ids[i]]:.3f} not among the best"
                      f" {keep} of {len(ids)} ({what}, cut-off {cut:.3f})") for i in order[keep:]}
 
 
@@ -403,6 +403,9 @@ def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
     corpus = read_corpus(paths.beir / "corpus.jsonl")
     weak = load_weak_set(paths.stage("generate", variant), corpus)
+    if any(step.name == "logprob_topn" for step in cfg.filter.steps):
+        for query_id in weak.queries:  # a missing score fails now, not after the BM25 pass
+            _logprob(weak, query_id)
     log.info("BM25: ranking the source documents of %d queries over %d documents",
              len(weak.queries), len(corpus))
     ctx = Context(weak, corpus, source_ranks(cfg, weak, corpus), search_depth(cfg))

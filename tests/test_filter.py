@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sptar.bm25 import BM25Searcher
+from sptar.cli import main
 from sptar.config import BM25Config, load_config
 from sptar.errors import SptarError
 from sptar.filter import (
@@ -244,13 +245,19 @@ def test_filter_order_is_respected_and_empty_result_names_the_filter():
         apply_steps(_cfg("[{logprob_topn: {n: 1}}, {length: {min_words: 3}}]"), ctx)
 
 
-def test_empty_result_of_the_stage_is_an_error(toy):
+def test_empty_result_of_the_stage_is_an_error(toy, monkeypatch, capsys):
     make_cfg, paths = toy
     _write_generated(paths, "sptar", [("gen-a4-0", "a4", "alpha", -1.0)])
     cfg = make_cfg("filter.steps=[dedup, {bm25_consistency: {k: 2}}]")
     with pytest.raises(SptarError, match="step 2 'bm25_consistency' removed all 1 remaining"):
         execute("filter", cfg, paths, variant="sptar")
     assert not (paths.stage("filter", "sptar") / "manifest.json").exists()
+    # the CLI prints the same one line and exits 2
+    monkeypatch.setenv("SPTAR_DATA_DIR", str(paths.root))
+    code = main(["filter", "--variant", "sptar", "--config", "tiny", "--set", "dataset.name=toy",
+                 "--set", "dataset.mirror=null", "--set", "filter.steps=[{bm25_consistency: {k: 3}}]"])
+    assert code == 2
+    assert "step 1 'bm25_consistency' removed all 1 remaining" in capsys.readouterr().err
 
 
 def test_missing_logprob_is_an_error_naming_the_file():
