@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench data split bm25 zero-shot evaluate report all clean-run
+.PHONY: help install test lint bench data split filter bm25 zero-shot evaluate report all clean-run
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -42,12 +42,17 @@ lint: install ## ruff
 bench: install ## speed/quality benchmarks (not part of the tests); results in benchmarks/results/
 	$(PY) benchmarks/bench_bm25.py
 	$(PY) benchmarks/bench_faiss.py
+	$(PY) benchmarks/bench_filter.py
 
 data: install ## copy + validate the BEIR dataset into data/beir/<name>/
 	$(call sptar,data)
 
 split: data ## few-shot split: prompt-train / prompt-eval pairs, unlabeled pool
 	$(call sptar,split)
+
+filter: generate ## filter both generated sets (filter.steps) into data/runs/<pipeline>/filter/<variant>/
+	$(call sptar,filter --variant sptar)
+	$(call sptar,filter --variant inpars)
 
 bm25: data ## evaluate BM25 on the test split
 	$(call sptar,evaluate --system bm25)

@@ -4,13 +4,17 @@ Both backends see the same tokens (bm25s' tokenizer: lower-case, English stopwor
 stemmer) and score with Lucene's BM25 (idf = ln(1 + (N - n + 0.5) / (n + 0.5))), so they rank
 alike; rank-bm25's scores are (k1 + 1) times bm25s' (a constant factor). Documents that share
 no term with the query are not returned.
+
+:meth:`BM25Searcher.ranks` answers "where does BM25 rank this one document for this query" for
+many (query, document) pairs at once, from each query's full score vector (no top-k cut, so the
+answer does not depend on how ties are broken).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -74,6 +78,31 @@ class BM25Searcher:
             run[query_id] = {self.doc_ids[i]: float(s)
                              for i, s in zip(indices[row][keep], scores[row][keep], strict=True)}
         return run
+
+    def ranks(self, queries: Sequence[str], doc_ids: Sequence[str]) -> np.ndarray:
+        """The rank of ``doc_ids[i]`` among all documents for ``queries[i]``, for every i.
+
+        The rank is 1 + the number of documents that score strictly higher (tied documents share
+        the best rank of their group), or 0 when the document scores 0 (shares no term with the
+        query), i.e. when BM25 would not return it at any depth.
+        """
+        from tqdm.auto import tqdm
+
+        if len(queries) != len(doc_ids):
+            raise ValueError(f"{len(queries)} queries but {len(doc_ids)} document ids")
+        position = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+        targets = np.array([position[d] for d in doc_ids], dtype=np.int64)
+        tokens = tokenize(list(queries), self.cfg)
+        ranks = np.zeros(len(tokens), dtype=np.int64)
+        for row, query in enumerate(tqdm(tokens, desc="BM25 ranks", unit="query",
+                                         disable=len(tokens) < 5000)):
+            if not query:
+                continue
+            scores = self._index.get_scores(query)  # same method name in bm25s and rank-bm25
+            own = scores[targets[row]]
+            if own > 0:
+                ranks[row] = 1 + int(np.count_nonzero(scores > own))
+        return ranks
 
     def _search_bm25s(self, tokens: list[list[str]], top_k: int):
         indices = np.zeros((len(tokens), top_k), dtype=np.int64)
