@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "data": ("sptar.data", {}),
     "split": ("sptar.split", {}),
-    "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot")}),
+    "train": ("sptar.train", {"variant": ("wo-aug", "inpars", "sptar")}),
+    "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
     "report": ("sptar.report", {}),
 }
 
