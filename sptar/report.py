@@ -22,6 +22,7 @@ from typing import Any
 
 from sptar.atomic import atomic_write
 from sptar.config import Config
+from sptar.errors import SptarError
 from sptar.formats import read_json, read_qrels, read_queries, write_json
 from sptar.manifest import read_manifest
 from sptar.metrics import MAIN_METRICS, METRICS
@@ -82,10 +83,15 @@ def significance(cfg: Config, paths: Paths) -> dict[str, Any]:
     for other in systems:
         if other == reference:
             continue
-        out["tests"][other] = {
-            metric: compare_per_query(per_query[reference], per_query[other], metric,
-                                      cfg.report.resamples, cfg.seed).as_dict()
-            for metric in TESTED_METRICS}
+        try:
+            out["tests"][other] = {
+                metric: compare_per_query(per_query[reference], per_query[other], metric,
+                                          cfg.report.resamples, cfg.seed).as_dict()
+                for metric in TESTED_METRICS}
+        except ValueError as exc:
+            raise SptarError(f"{paths.stage('evaluate', other) / 'per_query.json'}: cannot pair it "
+                             f"with {reference}'s: {exc} (fix: re-run sptar evaluate for both "
+                             "systems with the same evaluate.split)") from None
     return out
 
 

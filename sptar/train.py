@@ -264,6 +264,18 @@ def training_arguments(tc: TrainConfig, output_dir: Path, device: str, seed: int
     )
 
 
+def _quiet_progress_bar(trainer) -> None:
+    """Keep the trainer's progress bar but drop its printing of every log dict (logged already)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress())
+
+
 def _log_callback(rows: list[dict[str, Any]]):
     from transformers import TrainerCallback
 
@@ -303,6 +315,7 @@ def fit(cfg: Config, data: TrainingData, corpus: Corpus, searcher, work_dir: Pat
         evaluator=evaluator,
         callbacks=[_log_callback(rows)],
     )
+    _quiet_progress_bar(trainer)
     result = trainer.train()
     metrics = dict(result.metrics, global_step=result.global_step, training_loss=result.training_loss,
                    best_metric=trainer.state.best_metric,

@@ -82,3 +82,13 @@ def test_report_reference_is_configurable(tiny_cfg, evaluated):
     assert set(report["significance"]["tests"]) == {"bm25", "zero-shot"}
     assert "## Paired significance tests: wo-aug vs each system" in (
         evaluated.stage("report") / "report.md").read_text()
+
+
+def test_systems_scored_on_different_queries_are_an_error(tiny_cfg, evaluated):
+    from sptar.errors import SptarError
+
+    per_query = read_json(evaluated.stage("evaluate", "bm25") / "per_query.json")
+    per_query.pop("q0")
+    write_json(evaluated.stage("evaluate", "bm25") / "per_query.json", per_query)
+    with pytest.raises(SptarError, match="evaluate/bm25/per_query.json: cannot pair"):
+        execute("report", tiny_cfg(f"report.systems={SYSTEMS}"), evaluated)
