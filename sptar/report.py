@@ -198,13 +198,11 @@ def render_significance(sig: dict[str, Any]) -> list[str]:
             test = tests[metric]
             cells += [f"{test['mean_diff']:+.4f}", _p(test["p_t"]), _p(test["p_randomization"])]
         lines.append(f"| {other} | " + " | ".join(cells) + " |")
-    some = next(iter(sig["tests"].values()), None)
-    exact = some and some[sig["metrics"][0]]["exact"]
-    method = ("exact (all sign assignments)" if exact else
-              f"{sig['resamples']} random sign flips, seed {sig['seed']}")
     lines += ["", f"Δ = {reference} − system (mean over queries). Paired two-sided t-test and "
-              f"paired randomization test ({method}); p-values are per comparison, not "
-              "corrected for multiple comparisons."]
+              "paired two-sided randomization test of the mean difference (sign flips: every "
+              f"assignment when the queries that differ allow at most {sig['resamples']}, else "
+              f"{sig['resamples']} random ones, seed {sig['seed']}); p-values are per "
+              "comparison, not corrected for multiple comparisons."]
     return lines
 
 
