@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench data split filter bm25 zero-shot evaluate report all clean-run
+.PHONY: help install test lint bench data split filter train bm25 zero-shot evaluate report all clean-run
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -60,13 +60,21 @@ bm25: data ## evaluate BM25 on the test split
 zero-shot: data ## evaluate the untouched base encoder on the test split
 	$(call sptar,evaluate --system zero-shot)
 
-evaluate: bm25 zero-shot ## every evaluation available so far
+train: split filter ## fine-tune the retriever: wo-aug (labeled pairs), inpars and sptar (+ weak pairs)
+	$(call sptar,train --variant wo-aug)
+	$(call sptar,train --variant inpars)
+	$(call sptar,train --variant sptar)
+
+evaluate: bm25 zero-shot train ## evaluate all five systems on the test split
+	$(call sptar,evaluate --system wo-aug)
+	$(call sptar,evaluate --system inpars)
+	$(call sptar,evaluate --system sptar)
 
 report: evaluate ## write data/runs/<pipeline>/report/report.{md,json}
 	$(call sptar,report)
 	@cat data/runs/$(PIPELINE)/report/report.md
 
-all: split report ## the whole pipeline; finished stages with unchanged config are skipped
+all: data split tune generate filter train evaluate report ## the whole pipeline; finished stages with unchanged config are skipped
 
 clean-run: ## delete data/runs/<pipeline>/ (keeps datasets, caches and converted models)
 	rm -rf data/runs/$(PIPELINE)

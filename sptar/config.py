@@ -201,11 +201,34 @@ class FilterConfig(Section):
     steps: list[FilterStep] = [FilterStep.model_validate({"bm25_consistency": {"k": 30}})]
 
 
+class TrainConfig(Section):
+    """Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, in-batch negatives)."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=2)  # in-batch negatives: batch_size - 1 per query, at least 1
+    lr: float = Field(2e-5, gt=0, lt=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_seq_length: int | None = Field(256, ge=8)  # None: the model's own limit
+    max_pairs_per_query: int | None = Field(None, ge=1)  # cap labeled pairs of one query
+    hard_negatives: int = Field(0, ge=0)  # BM25-mined negatives per pair (0: in-batch only)
+    hard_negative_depth: int = Field(30, ge=1)  # mine from this many BM25 results per query
+    dev_fraction: float = Field(0.0, ge=0, lt=1)  # labeled queries held out for model selection
+    dev_candidates: int = Field(100, ge=1)  # BM25 candidates per dev query in the dev corpus
+    eval_steps: int | None = Field(None, ge=1)  # dev evaluation every n steps (None: each epoch)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on CUDA
+    logging_steps: int = Field(1, ge=1)
+    seed: int | None = None  # None: the pipeline seed
+
+
 SYSTEMS = ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")
+System = Literal["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
 
 
 class ReportConfig(Section):
-    systems: list[Literal["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]] = ["bm25", "zero-shot"]
+    systems: list[System] = ["bm25", "zero-shot"]
+    reference: System = "sptar"  # paired tests compare this system with every other one
+    resamples: int = Field(10000, ge=100)  # paired randomization test (exact when 2^n is fewer)
 
 
 class Config(Section):
@@ -221,6 +244,7 @@ class Config(Section):
     dense: DenseConfig = DenseConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     filter: FilterConfig = FilterConfig()
+    train: TrainConfig = TrainConfig()
     report: ReportConfig = ReportConfig()
 
     @field_validator("experiment")

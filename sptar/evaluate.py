@@ -57,8 +57,12 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
     name = encoder_for(cfg, paths, system)
     device = resolve_device(cfg.device)
     model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code)
-    key = embedding_key(model_fingerprint(resolve_model(name)),
-                        sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
+    fingerprint = model_fingerprint(resolve_model(name))
+    if system in TRAINED_SYSTEMS:
+        # model_fingerprint hashes weight files above 512 MiB by size only, which training
+        # does not change: the train manifest (new on every training run) tells runs apart.
+        fingerprint += sha256_file(paths.stage("train", system) / "manifest.json")[:16]
+    key = embedding_key(fingerprint, sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
     return dense_search(model, corpus, queries, cfg.dense, paths.cache / "embeddings" / key, device)
 
 

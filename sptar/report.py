@@ -1,9 +1,18 @@
 """Report stage: one table comparing every configured system on the evaluation split.
 
-Reads: ``evaluate/<system>/metrics.json`` for each system in ``report.systems``, the split
-summary, and every stage manifest of the experiment (for wall times).
-Writes to ``data/runs/<experiment>/report/``: ``report.md`` and ``report.json``
-(``{"dataset", "experiment", "split", "systems": {system: {metric: value}}, "timings": {...}}``).
+Reads: ``evaluate/<system>/{metrics.json, per_query.json}`` for each system in
+``report.systems``, the split summary, the weak sets of ``generate/<variant>/`` and
+``filter/<variant>/`` when present, the train manifests, and every stage manifest of the
+experiment (for wall times).
+Writes to ``data/runs/<experiment>/report/``: ``report.md``, ``metrics.png`` (bar chart of the
+main metrics per system) and ``report.json`` (``{"dataset", "experiment", "split", "systems":
+{system: {metric: value}}, "significance": {...}, "weak_pairs": {...}, "training": {...},
+"timings": {...}}``).
+
+Significance: the reference system (``report.reference``, default ``sptar``) against every
+other configured system on per-query nDCG@10 and Recall@100, with a paired t-test and a paired
+randomization test (``report.resamples`` sign flips, fixed seed); p-values are not corrected
+for the several comparisons. Without the reference among the systems the tests are skipped.
 """
 
 from __future__ import annotations
@@ -13,16 +22,21 @@ from typing import Any
 
 from sptar.atomic import atomic_write
 from sptar.config import Config
-from sptar.formats import read_json, write_json
+from sptar.errors import SptarError
+from sptar.formats import read_json, read_qrels, read_queries, write_json
 from sptar.manifest import read_manifest
 from sptar.metrics import MAIN_METRICS, METRICS
 from sptar.paths import Paths
 
 TABLE_METRICS = ("NDCG@10", "MAP@100", "Recall@100", "MRR@10", "NDCG@100", "Recall@1000", "P@10")
+TESTED_METRICS = ("NDCG@10", "Recall@100")
+WEAK_VARIANTS = ("inpars", "sptar")
+TRAINED = ("wo-aug", "inpars", "sptar")
+CHART = "metrics.png"
 
 
 def sections() -> tuple[str, ...]:
-    return ("dataset.name", "report", "evaluate", "models")
+    return ("dataset.name", "report", "evaluate", "models", "seed")
 
 
 def output_dir(paths: Paths) -> Path:
@@ -34,12 +48,18 @@ def upstream(cfg: Config, paths: Paths) -> list[Path]:
 
 
 def stage_timings(paths: Paths) -> dict[str, float]:
-    """Wall seconds of every finished stage of the experiment, keyed ``stage[/option]``."""
+    """Wall seconds of every finished stage of the experiment, keyed ``stage[/option]``, in
+    pipeline order."""
+    from sptar.stages import STAGES
+
+    order = {name: index for index, name in enumerate(STAGES)}
     timings: dict[str, float] = {}
     data = read_manifest(paths.beir)
     if data:
         timings["data"] = data["wall_time_s"]
-    for manifest_path in sorted(paths.runs.glob("**/manifest.json")):
+    manifests = sorted(paths.runs.glob("**/manifest.json"),
+                       key=lambda p: (order.get(p.relative_to(paths.runs).parts[0], len(order)), p))
+    for manifest_path in manifests:
         folder = manifest_path.parent
         if folder == output_dir(paths):
             continue
@@ -47,6 +67,67 @@ def stage_timings(paths: Paths) -> dict[str, float]:
         if manifest:
             timings[str(folder.relative_to(paths.runs))] = manifest["wall_time_s"]
     return timings
+
+
+def significance(cfg: Config, paths: Paths) -> dict[str, Any]:
+    """Paired tests of the reference system against every other configured system."""
+    from sptar.significance import compare_per_query
+
+    reference, systems = cfg.report.reference, cfg.report.systems
+    out: dict[str, Any] = {"reference": reference, "metrics": list(TESTED_METRICS),
+                           "resamples": cfg.report.resamples, "seed": cfg.seed, "tests": {}}
+    if reference not in systems:
+        out["skipped"] = f"reference system {reference!r} is not among report.systems"
+        return out
+    per_query = {s: read_json(paths.stage("evaluate", s) / "per_query.json") for s in systems}
+    for other in systems:
+        if other == reference:
+            continue
+        try:
+            out["tests"][other] = {
+                metric: compare_per_query(per_query[reference], per_query[other], metric,
+                                          cfg.report.resamples, cfg.seed).as_dict()
+                for metric in TESTED_METRICS}
+        except ValueError as exc:
+            raise SptarError(f"{paths.stage('evaluate', other) / 'per_query.json'}: cannot pair it "
+                             f"with {reference}'s: {exc} (fix: re-run sptar evaluate for both "
+                             "systems with the same evaluate.split)") from None
+    return out
+
+
+def _count_pairs(folder: Path) -> dict[str, int] | None:
+    """Queries and (query, doc) pairs of a weak set folder, or None if it is not there."""
+    qrels_path = folder / "qrels" / "train.tsv"
+    if not (folder / "manifest.json").is_file() or not qrels_path.is_file():
+        return None
+    queries_path = folder / "queries.jsonl"
+    has_queries = queries_path.is_file() and queries_path.stat().st_size > 0
+    return {"queries": len(read_queries(queries_path)) if has_queries else 0,
+            "pairs": sum(len(docs) for docs in read_qrels(qrels_path).values())}
+
+
+def weak_pair_counts(paths: Paths) -> dict[str, dict[str, Any]]:
+    """Weak pairs per variant: generated, kept by the filter, used in training."""
+    counts = {}
+    for variant in WEAK_VARIANTS:
+        train = read_manifest(paths.stage("train", variant)) or {}
+        row = {"generated": _count_pairs(paths.stage("generate", variant)),
+               "filtered": _count_pairs(paths.stage("filter", variant)),
+               "trained": train.get("summary", {}).get("weak_pairs")}
+        if any(value is not None for value in row.values()):
+            counts[variant] = row
+    return counts
+
+
+def training_summaries(paths: Paths) -> dict[str, dict[str, Any]]:
+    keys = ("labeled_pairs", "weak_pairs", "dev_pairs", "hard_negatives", "epochs", "steps",
+            "train_seconds", "seconds_per_step", "train_loss", "device")
+    out = {}
+    for variant in TRAINED:
+        manifest = read_manifest(paths.stage("train", variant))
+        if manifest:
+            out[variant] = {k: manifest["summary"].get(k) for k in keys}
+    return out
 
 
 def build_report(cfg: Config, paths: Paths) -> dict[str, Any]:
@@ -61,8 +142,92 @@ def build_report(cfg: Config, paths: Paths) -> dict[str, Any]:
         "split_sizes": split["summary"] if split else None,
         "models": {"llm": cfg.models.llm, "encoder": cfg.models.encoder},
         "systems": systems,
+        "significance": significance(cfg, paths),
+        "weak_pairs": weak_pair_counts(paths),
+        "training": training_summaries(paths),
         "timings": stage_timings(paths),
     }
+
+
+def plot_metrics(report: dict[str, Any], path: Path) -> None:
+    """A grouped bar chart: one group per main metric, one bar per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    systems = list(report["systems"])
+    x = np.arange(len(MAIN_METRICS))
+    width = 0.8 / max(len(systems), 1)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(MAIN_METRICS), 4.2), dpi=120)
+    for i, system in enumerate(systems):
+        values = [report["systems"][system][m] for m in MAIN_METRICS]
+        bars = ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, label=system)
+        ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(x, MAIN_METRICS)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("score")
+    ax.set_title(f"{report['experiment']}: {report['dataset']} ({report['split']}, "
+                 f"{report['queries']} queries)")
+    ax.legend(fontsize=8, ncols=min(len(systems), 5), loc="upper center",
+              bbox_to_anchor=(0.5, -0.07), frameon=False)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png")
+    plt.close(fig)
+
+
+def _p(value: float) -> str:
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def render_significance(sig: dict[str, Any]) -> list[str]:
+    reference = sig["reference"]
+    lines = ["", f"## Paired significance tests: {reference} vs each system", ""]
+    if sig.get("skipped"):
+        return lines + [f"Skipped: {sig['skipped']}."]
+    header, rule = "| system |", "|---|"
+    for metric in sig["metrics"]:
+        header += f" Δ{metric} | p t-test | p randomization |"
+        rule += "---:|---:|---:|"
+    lines += [header, rule]
+    for other, tests in sig["tests"].items():
+        cells = []
+        for metric in sig["metrics"]:
+            test = tests[metric]
+            cells += [f"{test['mean_diff']:+.4f}", _p(test["p_t"]), _p(test["p_randomization"])]
+        lines.append(f"| {other} | " + " | ".join(cells) + " |")
+    lines += ["", f"Δ = {reference} − system (mean over queries). Paired two-sided t-test and "
+              "paired two-sided randomization test of the mean difference (sign flips: every "
+              f"assignment when the queries that differ allow at most {sig['resamples']}, else "
+              f"{sig['resamples']} random ones, seed {sig['seed']}); p-values are per "
+              "comparison, not corrected for multiple comparisons."]
+    return lines
+
+
+def render_weak_pairs(report: dict[str, Any]) -> list[str]:
+    lines = []
+    if report.get("weak_pairs"):
+        def fmt(count):
+            return "–" if count is None else f"{count['pairs']} ({count['queries']} queries)"
+
+        lines += ["", "## Weak pairs", "", "| variant | generated | kept by the filter | trained on |",
+                  "|---|---:|---:|---:|"]
+        for variant, row in report["weak_pairs"].items():
+            trained = "–" if row["trained"] is None else str(row["trained"])
+            lines.append(f"| {variant} | {fmt(row['generated'])} | {fmt(row['filtered'])} "
+                         f"| {trained} |")
+    if report.get("training"):
+        lines += ["", "## Retriever training", "",
+                  "| system | labeled pairs | weak pairs | dev pairs | hard negatives | epochs | steps "
+                  "| s/step | train s | device |", "|---|" + "---:|" * 8 + "---|"]
+        for system, t in report["training"].items():
+            per_step = "–" if t["seconds_per_step"] is None else f"{t['seconds_per_step']:.2f}"
+            lines.append(f"| {system} | {t['labeled_pairs']} | {t['weak_pairs']} | {t['dev_pairs']} "
+                         f"| {t['hard_negatives']} | {t['epochs']} | {t['steps']} | {per_step} "
+                         f"| {t['train_seconds']:.1f} | {t['device']} |")
+    return lines
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -81,6 +246,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = [f"**{values[m]:.4f}**" if values[m] == best[m] and len(report["systems"]) > 1
                  else f"{values[m]:.4f}" for m in metrics]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"![main metrics per system]({CHART})"]
+    lines += render_significance(report["significance"])
     if report.get("split_sizes"):
         sizes = report["split_sizes"]
         lines += ["", "## Few-shot split", "",
@@ -89,8 +256,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"- prompt-eval: {sizes['prompt_eval_queries']} queries, "
                   f"{sizes['prompt_eval_pairs']} pairs",
                   f"- unlabeled pool: {sizes['unlabeled_docs']} documents"]
+    lines += render_weak_pairs(report)
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in report["timings"].items()]
+    lines.append(f"| **total** | {sum(report['timings'].values()):.1f} |")
     lines += ["", f"Main metrics: {', '.join(MAIN_METRICS)}. Bold: best per column.", ""]
     return "\n".join(lines)
 
@@ -99,6 +268,9 @@ def run(cfg: Config, paths: Paths) -> dict:
     report = build_report(cfg, paths)
     folder = output_dir(paths)
     write_json(folder / "report.json", report)
+    plot_metrics(report, folder / CHART)
     with atomic_write(folder / "report.md") as handle:
         handle.write(render_markdown(report))
-    return {"systems": {s: v["NDCG@10"] for s, v in report["systems"].items()}}
+    return {"systems": {s: v["NDCG@10"] for s, v in report["systems"].items()},
+            "reference": report["significance"]["reference"],
+            "tested": sorted(report["significance"]["tests"])}

@@ -33,7 +33,8 @@ STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "data": ("sptar.data", {}),
     "split": ("sptar.split", {}),
     "filter": ("sptar.filter", {"variant": ("sptar", "inpars")}),
-    "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot")}),
+    "train": ("sptar.train", {"variant": ("wo-aug", "inpars", "sptar")}),
+    "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
     "report": ("sptar.report", {}),
 }
 

@@ -89,3 +89,36 @@ def scifact_slice(tmp_path_factory) -> Path:
                 for did, score in docs.items():
                     out.write(f"{qid}\t{did}\t{score}\n")
     return target.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden size 32) with the MiniLM tokenizer, saved as
+    a sentence-transformers folder (mean pooling)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from sptar.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder / "hf")
+    tokenizer.save_pretrained(folder / "hf")
+    SentenceTransformer(str(folder / "hf"), device="cpu").save(str(folder / "st"))
+    return folder / "st"
+
+
+def write_weak_set(paths, variant: str, pairs: dict[str, tuple[str, str]]) -> None:
+    """A hand-made filtered weak set as the filter stage writes it: ``{query id: (text, doc id)}``."""
+    from sptar.formats import write_json, write_qrels, write_queries
+
+    folder = paths.stage("filter", variant)
+    write_queries(folder / "queries.jsonl", {qid: text for qid, (text, _) in pairs.items()},
+                  {qid: {"doc_id": did, "variant": variant} for qid, (_, did) in pairs.items()})
+    write_qrels(folder / "qrels" / "train.tsv", {qid: {did: 1} for qid, (_, did) in pairs.items()})
+    write_json(folder / "manifest.json", {"stage": "filter", "options": {"variant": variant},
+                                          "summary": {"kept": len(pairs)}, "wall_time_s": 0.1})

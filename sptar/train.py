@@ -1,0 +1,405 @@
+"""Train stage: fine-tune the bi-encoder with in-batch negatives on labeled (+ weak) pairs.
+
+Variants: ``wo-aug`` trains on the labeled pairs only (prompt-train and prompt-eval of the
+split); ``inpars`` and ``sptar`` add that variant's filtered weak pairs. The loss is
+MultipleNegativesRankingLoss (every other positive in the batch is a negative; a batch never
+holds the same text twice), optionally with BM25-mined hard negatives (``train.hard_negatives``).
+With ``train.dev_fraction`` > 0, that share of the labeled queries is held out as a dev set
+(their positives plus BM25 candidates as its corpus) and the checkpoint with the best dev
+nDCG@10 is kept.
+
+Reads: ``data/beir/<dataset>/corpus.jsonl``, the qrels of the splits other than the evaluation
+split (only to keep judged-relevant documents out of the hard negatives), ``split/`` and, for
+``inpars`` / ``sptar``, ``filter/<variant>/{queries.jsonl, qrels/train.tsv}``. The evaluation
+split (its queries and qrels) is never read.
+Writes to ``data/runs/<experiment>/train/<variant>/``: ``model/`` (a sentence-transformers
+folder: ``SentenceTransformer(path)`` loads it), ``pairs.jsonl`` (every training and dev row:
+query id and text, doc id, source, hard negative ids), ``train_log.jsonl`` (loss per logging
+step, dev scores), ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sptar.atomic import atomic_dir, remove_stale_temporaries
+from sptar.config import Config, TrainConfig
+from sptar.errors import SptarError
+from sptar.formats import (
+    Corpus,
+    Qrels,
+    doc_text,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    write_jsonl,
+)
+from sptar.paths import Paths
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("wo-aug", "inpars", "sptar")
+LABELED, WEAK, DEV = "labeled", "weak", "dev"
+DEV_METRIC = "dev_cosine_ndcg@10"  # the dev evaluator's nDCG@10, as the trainer logs it
+TRAINER_DIR = ".trainer"  # the trainer's output_dir (checkpoints for model selection), removed
+
+
+@dataclass
+class Example:
+    """One training row: a query, one relevant document and (optionally) hard negatives."""
+
+    query_id: str
+    query: str
+    doc_id: str
+    source: str  # "labeled", "weak" or "dev"
+    negatives: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainingData:
+    """Everything the trainer sees, and what it must never see as a negative."""
+
+    train: list[Example]
+    dev: list[Example]
+    judged: dict[str, set[str]]  # query id -> documents judged relevant (never negatives)
+    files: list[str]  # every file read to build it
+
+    def count(self, source: str) -> int:
+        return sum(1 for row in self.train + self.dev if row.source == source)
+
+
+# ---------------------------------------------------------------- training data
+
+
+def labeled_examples(queries: dict[str, str], qrels: list[Qrels], max_per_query: int | None,
+                     seed: int) -> list[Example]:
+    """(query, positive) rows of the labeled qrels; with a cap per query, the most relevant
+    documents are kept (a seeded random choice among equally relevant ones)."""
+    rng = random.Random(seed)
+    rows = []
+    for part in qrels:
+        for query_id, docs in part.items():
+            chosen = sorted(docs)
+            if max_per_query is not None and len(chosen) > max_per_query:
+                rng.shuffle(chosen)
+                chosen = sorted(chosen, key=lambda did: -docs[did])[:max_per_query]
+            rows += [Example(query_id, queries[query_id], did, LABELED) for did in chosen]
+    return rows
+
+
+def weak_examples(folder: Path, corpus: Corpus) -> list[Example]:
+    """The filtered weak pairs of a variant (``queries.jsonl`` + ``qrels/train.tsv``)."""
+    queries_path, qrels_path = folder / "queries.jsonl", folder / "qrels" / "train.tsv"
+    if queries_path.is_file() and not queries_path.read_text(encoding="utf-8").strip():
+        log.warning("%s is empty: the filter kept no weak pairs", queries_path)
+        return []
+    queries = read_queries(queries_path)
+    qrels = read_qrels(qrels_path, queries=queries, corpus=corpus)
+    return [Example(qid, queries[qid], did, WEAK) for qid, docs in qrels.items()
+            for did, score in docs.items() if score > 0]
+
+
+def judged_relevant(paths: Paths, cfg: Config) -> tuple[dict[str, set[str]], list[str]]:
+    """Documents judged relevant per query in every qrels split except the evaluation split."""
+    judged: dict[str, set[str]] = {}
+    files = []
+    for path in sorted((paths.beir / "qrels").glob("*.tsv")):
+        if path.stem == cfg.evaluate.split:
+            continue
+        files.append(str(path))
+        for qid, docs in read_qrels(path).items():
+            judged.setdefault(qid, set()).update(did for did, score in docs.items() if score > 0)
+    return judged, files
+
+
+def carve_dev(rows: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Hold out ``fraction`` of the labeled queries (all their pairs) as the dev set."""
+    if fraction <= 0:
+        return rows, []
+    query_ids = sorted({row.query_id for row in rows})
+    n_dev = round(len(query_ids) * fraction)
+    if n_dev < 1 or n_dev >= len(query_ids):
+        raise SptarError(f"train.dev_fraction {fraction} of {len(query_ids)} labeled queries leaves "
+                         f"{n_dev} dev queries (fix: choose a fraction that keeps at least one query "
+                         "on each side, or 0 for no model selection)")
+    dev_ids = set(random.Random(seed).sample(query_ids, n_dev))
+    train = [row for row in rows if row.query_id not in dev_ids]
+    dev = [Example(row.query_id, row.query, row.doc_id, DEV) for row in rows if row.query_id in dev_ids]
+    return train, dev
+
+
+def build_training_data(cfg: Config, paths: Paths, variant: str, corpus: Corpus) -> TrainingData:
+    from sptar.split import load_split
+
+    split = load_split(paths)
+    tc = cfg.train
+    split_dir = paths.stage("split")
+    files = [str(split_dir / name) for name in ("queries.jsonl", "qrels/prompt_train.tsv",
+                                                "qrels/prompt_eval.tsv", "unlabeled_ids.txt")]
+    labeled = labeled_examples(split.queries, [split.prompt_train, split.prompt_eval],
+                               tc.max_pairs_per_query, train_seed(cfg))
+    train, dev = carve_dev(labeled, tc.dev_fraction, train_seed(cfg))
+    if variant != "wo-aug":
+        folder = paths.stage("filter", variant)
+        weak = weak_examples(folder, corpus)
+        files += [str(folder / "queries.jsonl"), str(folder / "qrels" / "train.tsv")]
+        clash = {row.query_id for row in weak} & set(split.queries)
+        if clash:
+            raise SptarError(f"{folder / 'queries.jsonl'}: weak query id {sorted(clash)[0]!r} is also a "
+                             "labeled query id (fix: weak queries need their own ids, gen-<docid>-<k>)")
+        train += weak
+    judged, qrels_files = judged_relevant(paths, cfg)
+    for row in train + dev:
+        judged.setdefault(row.query_id, set()).add(row.doc_id)
+    return TrainingData(train, dev, judged, files + qrels_files)
+
+
+def mine_hard_negatives(rows: list[Example], corpus: Corpus, searcher, judged: dict[str, set[str]],
+                        n: int, depth: int, seed: int) -> None:
+    """Give each row ``n`` negatives, drawn (seeded) from BM25's top ``depth`` documents for its
+    query that are not judged relevant to it; when BM25 finds too few, random unjudged documents
+    fill up."""
+    queries = {row.query_id: row.query for row in rows}
+    most_judged = max((len(docs) for docs in judged.values()), default=0)
+    ranked = searcher.search(queries, top_k=depth + most_judged + 1)
+    rng = random.Random(seed)
+    doc_ids = list(corpus)
+    for row in rows:
+        excluded = judged.get(row.query_id, set()) | {row.doc_id}
+        hits = sorted(ranked.get(row.query_id, {}).items(), key=lambda item: (-item[1], item[0]))
+        pool = [did for did, _ in hits if did not in excluded][:depth]
+        chosen = set(rng.sample(pool, min(n, len(pool))))
+        negatives = [did for did in pool if did in chosen]  # in BM25 rank order
+        while len(negatives) < n:
+            candidate = rng.choice(doc_ids)
+            if candidate not in excluded and candidate not in negatives:
+                negatives.append(candidate)
+        row.negatives = negatives
+
+
+def training_dataset(rows: list[Example], corpus: Corpus, n_negatives: int):
+    """A ``datasets.Dataset`` with columns anchor, positive[, negative_1 ... negative_n]."""
+    from datasets import Dataset
+
+    columns: dict[str, list[str]] = {"anchor": [r.query for r in rows],
+                                     "positive": [doc_text(corpus[r.doc_id]) for r in rows]}
+    for k in range(n_negatives):
+        columns[f"negative_{k + 1}"] = [doc_text(corpus[r.negatives[k]]) for r in rows]
+    return Dataset.from_dict(columns)
+
+
+def dev_evaluator(dev: list[Example], corpus: Corpus, searcher, depth: int, batch_size: int):
+    """nDCG@10 of the dev queries over their positives plus BM25's top ``depth`` candidates."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
+    queries = {row.query_id: row.query for row in dev}
+    relevant: dict[str, set[str]] = {}
+    for row in dev:
+        relevant.setdefault(row.query_id, set()).add(row.doc_id)
+    candidates = set().union(*relevant.values())
+    for docs in searcher.search(queries, top_k=depth).values():
+        candidates.update(docs)
+    dev_corpus = {did: doc_text(corpus[did]) for did in corpus if did in candidates}
+    return InformationRetrievalEvaluator(queries, dev_corpus, relevant, name="dev", write_csv=False,
+                                         batch_size=batch_size, score_functions={"cosine": cos_sim},
+                                         main_score_function="cosine")
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def train_seed(cfg: Config) -> int:
+    return cfg.train.seed if cfg.train.seed is not None else cfg.seed
+
+
+def precision_flags(tc: TrainConfig, device: str) -> dict[str, bool]:
+    """fp16/bf16 mixed precision on CUDA (``auto``: bf16 where supported); fp32 elsewhere."""
+    import torch
+
+    if not device.startswith("cuda"):
+        if tc.precision == "fp16":
+            raise SptarError("train.precision fp16 needs a CUDA device (fix: use auto, fp32 or bf16)")
+        return {"bf16": tc.precision == "bf16", "fp16": False}
+    choice = tc.precision
+    if choice == "auto":
+        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def training_arguments(tc: TrainConfig, output_dir: Path, device: str, seed: int, with_dev: bool):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    selection: dict[str, Any] = {"eval_strategy": "no", "save_strategy": "no"}
+    if with_dev:
+        strategy = "steps" if tc.eval_steps else "epoch"
+        selection = {"eval_strategy": strategy, "save_strategy": strategy,
+                     "load_best_model_at_end": True, "metric_for_best_model": f"eval_{DEV_METRIC}",
+                     "greater_is_better": True, "save_total_limit": 1, "save_only_model": True}
+        if tc.eval_steps:
+            selection.update(eval_steps=tc.eval_steps, save_steps=tc.eval_steps)
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=tc.epochs,
+        per_device_train_batch_size=tc.batch_size,
+        learning_rate=tc.lr,
+        warmup_steps=tc.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=tc.weight_decay,
+        seed=seed,
+        data_seed=seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        logging_steps=tc.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        use_cpu=not device.startswith("cuda"),
+        dataloader_drop_last=False,
+        **precision_flags(tc, device),
+        **selection,
+    )
+
+
+def _quiet_progress_bar(trainer) -> None:
+    """Keep the trainer's progress bar but drop its printing of every log dict (logged already)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress())
+
+
+def _log_callback(rows: list[dict[str, Any]]):
+    from transformers import TrainerCallback
+
+    class LogCallback(TrainerCallback):
+        """Collect every logged dict (loss, learning rate, dev scores) with its step."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+                rows.append(row)
+                if "loss" in logs or f"eval_{DEV_METRIC}" in logs:
+                    log.info("train step %d: %s", state.global_step,
+                             ", ".join(f"{k} {v:.4g}" for k, v in logs.items()
+                                       if isinstance(v, float)))
+
+    return LogCallback()
+
+
+def fit(cfg: Config, data: TrainingData, corpus: Corpus, searcher, work_dir: Path,
+        device: str) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """Fine-tune the configured encoder; return (trained model, trainer metrics, log rows)."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from sptar.models import load_encoder
+
+    tc = cfg.train
+    model = load_encoder(cfg.models.encoder, device, tc.max_seq_length, cfg.models.trust_remote_code)
+    evaluator = (dev_evaluator(data.dev, corpus, searcher, tc.dev_candidates, tc.batch_size)
+                 if data.dev else None)
+    rows: list[dict[str, Any]] = []
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=training_arguments(tc, work_dir, device, train_seed(cfg), bool(data.dev)),
+        train_dataset=training_dataset(data.train, corpus, tc.hard_negatives),
+        loss=MultipleNegativesRankingLoss(model),
+        evaluator=evaluator,
+        callbacks=[_log_callback(rows)],
+    )
+    _quiet_progress_bar(trainer)
+    result = trainer.train()
+    metrics = dict(result.metrics, global_step=result.global_step, training_loss=result.training_loss,
+                   best_metric=trainer.state.best_metric,
+                   best_step=_checkpoint_step(trainer.state.best_model_checkpoint))
+    return trainer.model, metrics, rows
+
+
+def _checkpoint_step(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+
+
+# ---------------------------------------------------------------- stage
+
+
+def sections(variant: str) -> tuple[str, ...]:
+    return ("dataset.name", "evaluate.split", "models.encoder", "models.trust_remote_code", "train",
+            "bm25", "seed", "device")
+
+
+def output_dir(paths: Paths, variant: str) -> Path:
+    return paths.stage("train", variant)
+
+
+def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
+    needed = [paths.beir / "manifest.json", paths.stage("split") / "manifest.json"]
+    if variant != "wo-aug":
+        needed.append(paths.stage("filter", variant) / "manifest.json")
+    return needed
+
+
+def pair_rows(data: TrainingData) -> list[dict[str, Any]]:
+    return [{"query_id": r.query_id, "query": r.query, "doc_id": r.doc_id, "source": r.source,
+             "negatives": r.negatives} for r in data.train + data.dev]
+
+
+def run(cfg: Config, paths: Paths, variant: str) -> dict:
+    from sptar.bm25 import BM25Searcher
+    from sptar.models import resolve_device
+
+    tc = cfg.train
+    device = resolve_device(cfg.device)
+    folder = output_dir(paths, variant)
+    work_dir = folder / TRAINER_DIR
+    shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of a killed run
+    remove_stale_temporaries(folder)
+
+    corpus_path = paths.beir / "corpus.jsonl"
+    corpus = read_corpus(corpus_path)
+    data = build_training_data(cfg, paths, variant, corpus)
+    searcher = BM25Searcher(corpus, cfg.bm25) if tc.hard_negatives or data.dev else None
+    if tc.hard_negatives:
+        mine_hard_negatives(data.train, corpus, searcher, data.judged, tc.hard_negatives,
+                            tc.hard_negative_depth, train_seed(cfg))
+    write_jsonl(folder / "pairs.jsonl", pair_rows(data))
+    log.info("train %s: %d labeled + %d weak pairs (%d dev pairs), %d hard negatives per pair, "
+             "on %s", variant, data.count(LABELED), data.count(WEAK), data.count(DEV),
+             tc.hard_negatives, device)
+
+    model, metrics, log_rows = fit(cfg, data, corpus, searcher, work_dir, device)
+    with atomic_dir(folder / "model") as tmp:
+        model.save_pretrained(str(tmp), create_model_card=False)
+    write_jsonl(folder / "train_log.jsonl", log_rows)
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+    steps = metrics["global_step"]
+    seconds = metrics.get("train_runtime", 0.0)
+    return {
+        "variant": variant,
+        "base_model": cfg.models.encoder,
+        "labeled_queries": len({r.query_id for r in data.train if r.source == LABELED}),
+        "labeled_pairs": data.count(LABELED),
+        "weak_pairs": data.count(WEAK),
+        "dev_queries": len({r.query_id for r in data.dev}),
+        "dev_pairs": data.count(DEV),
+        "hard_negatives": tc.hard_negatives,
+        "train_rows": len(data.train),
+        "epochs": tc.epochs,
+        "steps": steps,
+        "train_seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / steps, 3) if steps else None,
+        "train_loss": round(metrics["training_loss"], 5),
+        "best_dev_ndcg@10": metrics["best_metric"],
+        "best_step": metrics["best_step"],
+        "device": device,
+        "seed": train_seed(cfg),
+        "files_read": [str(corpus_path), *data.files],
+    }

@@ -1,0 +1,94 @@
+"""Report stage: every configured system, paired tests against the reference, chart, counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from sptar.formats import read_json, write_json
+from sptar.metrics import METRICS
+from sptar.stages import execute
+from tests.conftest import write_weak_set
+
+SYSTEMS = ["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
+QUERIES = [f"q{i}" for i in range(6)]
+
+
+def _fake_evaluation(paths, system: str, ndcg: list[float], recall: list[float]) -> None:
+    """What ``evaluate --system <system>`` writes, with chosen per-query scores."""
+    folder = paths.stage("evaluate", system)
+    per_query = {qid: {name: (r if name.startswith("Recall") else n) for name in METRICS}
+                 for qid, n, r in zip(QUERIES, ndcg, recall, strict=True)}
+    write_json(folder / "per_query.json", per_query)
+    write_json(folder / "metrics.json", {name: sum(v[name] for v in per_query.values()) / len(QUERIES)
+                                         for name in METRICS})
+    write_json(folder / "manifest.json", {"stage": "evaluate", "wall_time_s": 2.0,
+                                          "summary": {"queries": len(QUERIES)}})
+
+
+@pytest.fixture
+def evaluated(tiny_paths):
+    ones, halves = [1.0] * 6, [0.5] * 6
+    _fake_evaluation(tiny_paths, "sptar", ones, ones)
+    _fake_evaluation(tiny_paths, "bm25", halves, ones)  # sptar +0.5 on every query
+    _fake_evaluation(tiny_paths, "zero-shot", [0, 1, 1, 1, 1, 1], ones)  # +1 on one query
+    _fake_evaluation(tiny_paths, "wo-aug", ones, ones)  # identical
+    _fake_evaluation(tiny_paths, "inpars", [0.0, 0.5, 1, 1, 1, 1], [0.5] + [1] * 5)
+    return tiny_paths
+
+
+def test_report_tests_the_reference_against_every_system(tiny_cfg, evaluated):
+    cfg = tiny_cfg(f"report.systems={SYSTEMS}")
+    write_weak_set(evaluated, "sptar", {"gen-d20-0": ("a query", "d20"), "gen-d21-0": ("b", "d21")})
+    summary = execute("report", cfg, evaluated)["summary"]
+    assert summary["reference"] == "sptar" and summary["tested"] == ["bm25", "inpars", "wo-aug",
+                                                                      "zero-shot"]
+    folder = evaluated.stage("report")
+    report = read_json(folder / "report.json")
+    assert list(report["systems"]) == SYSTEMS
+    tests = report["significance"]["tests"]
+    # +0.5 on all 6 queries: only the all-plus / all-minus sign assignments reach it -> 2/64
+    assert tests["bm25"]["NDCG@10"]["p_randomization"] == pytest.approx(2 / 64)
+    assert tests["bm25"]["NDCG@10"]["p_t"] == 0.0 and tests["bm25"]["NDCG@10"]["mean_diff"] == 0.5
+    assert tests["bm25"]["Recall@100"]["p_randomization"] == 1.0
+    # +1 on one query of six: both signs reach it -> p 1; t = 1 (mean 1/6, sd sqrt(1/6)/sqrt(6))
+    assert tests["zero-shot"]["NDCG@10"]["p_randomization"] == 1.0
+    assert tests["zero-shot"]["NDCG@10"]["t"] == pytest.approx(1.0)
+    assert tests["wo-aug"]["NDCG@10"] | {"p_t": 1.0, "p_randomization": 1.0} == tests["wo-aug"]["NDCG@10"]
+    # +1 and +0.5 on two queries: signed sums +-1.5 (2 of 4) and +-0.5 -> p 1/2
+    assert tests["inpars"]["NDCG@10"]["p_randomization"] == 0.5
+    assert report["weak_pairs"] == {"sptar": {"generated": None, "trained": None,
+                                              "filtered": {"queries": 2, "pairs": 2}}}
+    markdown = (folder / "report.md").read_text()
+    assert "## Paired significance tests: sptar vs each system" in markdown
+    assert "| bm25 | +0.5000 | <0.0001 | 0.0312 | +0.0000 | 1.0000 | 1.0000 |" in markdown
+    assert "| sptar | – | 2 (2 queries) | – |" in markdown
+    assert "| **total** | 10.1 |" in markdown  # five evaluations of 2 s + the weak set's 0.1 s
+    assert (folder / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_the_reference_skips_the_tests(tiny_cfg, evaluated):
+    cfg = tiny_cfg("report.systems=[bm25, zero-shot, wo-aug]")
+    execute("report", cfg, evaluated)
+    report = read_json(evaluated.stage("report") / "report.json")
+    assert report["significance"]["tests"] == {}
+    assert "not among report.systems" in report["significance"]["skipped"]
+    assert "Skipped: reference system 'sptar'" in (evaluated.stage("report") / "report.md").read_text()
+
+
+def test_report_reference_is_configurable(tiny_cfg, evaluated):
+    cfg = tiny_cfg("report.systems=[bm25, zero-shot, wo-aug]", "report.reference=wo-aug")
+    execute("report", cfg, evaluated)
+    report = read_json(evaluated.stage("report") / "report.json")
+    assert set(report["significance"]["tests"]) == {"bm25", "zero-shot"}
+    assert "## Paired significance tests: wo-aug vs each system" in (
+        evaluated.stage("report") / "report.md").read_text()
+
+
+def test_systems_scored_on_different_queries_are_an_error(tiny_cfg, evaluated):
+    from sptar.errors import SptarError
+
+    per_query = read_json(evaluated.stage("evaluate", "bm25") / "per_query.json")
+    per_query.pop("q0")
+    write_json(evaluated.stage("evaluate", "bm25") / "per_query.json", per_query)
+    with pytest.raises(SptarError, match="evaluate/bm25/per_query.json: cannot pair"):
+        execute("report", tiny_cfg(f"report.systems={SYSTEMS}"), evaluated)
