@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench data split bm25 zero-shot evaluate report all clean-run
+.PHONY: help install test lint bench data split tune bm25 zero-shot evaluate report all clean-run
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -49,6 +49,9 @@ data: install ## copy + validate the BEIR dataset into data/beir/<name>/
 split: data ## few-shot split: prompt-train / prompt-eval pairs, unlabeled pool
 	$(call sptar,split)
 
+tune: split ## soft prompt tuning + the soft prompt filter: data/runs/<pipeline>/tune/
+	$(call sptar,tune)
+
 bm25: data ## evaluate BM25 on the test split
 	$(call sptar,evaluate --system bm25)
 
@@ -61,7 +64,7 @@ report: evaluate ## write data/runs/<pipeline>/report/report.{md,json}
 	$(call sptar,report)
 	@cat data/runs/$(PIPELINE)/report/report.md
 
-all: split report ## the whole pipeline; finished stages with unchanged config are skipped
+all: split tune report ## the whole pipeline; finished stages with unchanged config are skipped
 
 clean-run: ## delete data/runs/<pipeline>/ (keeps datasets, caches and converted models)
 	rm -rf data/runs/$(PIPELINE)
