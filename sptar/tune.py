@@ -320,6 +320,23 @@ def _chunks(items: Sequence, size: int) -> list:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def _accumulate_gradients(peft_model, rows: Sequence[Row], micro_batch: int, pad_id: int,
+                          device: str, n_virtual: int) -> tuple[float, int]:
+    """Backpropagate the mean query-token loss of ``rows`` in micro-batches (right-padded)."""
+    batches = _chunks(rows, micro_batch)
+    total, tokens = 0.0, 0
+    for batch in batches:
+        ids, mask, labels = pad_batch([r[0] for r in batch], pad_id, "right",
+                                      labels=[r[1] for r in batch])
+        nll, count = target_nll(peft_model, ids.to(device), mask.to(device), labels.to(device),
+                                n_virtual)
+        loss = nll.sum() / count.sum()
+        (loss / len(batches)).backward()
+        total += loss.item() / len(batches)
+        tokens += int(count.sum())
+    return total, tokens
+
+
 def train_prompt(cfg: Config, peft_model, fmt: PromptFormat, data: TuneData,
                  early_rows: Sequence[Row], scorer: Scorer, micro_batch: int,
                  device: str) -> TrainResult:
@@ -358,21 +375,13 @@ def train_prompt(cfg: Config, peft_model, fmt: PromptFormat, data: TuneData,
     progress = tqdm(total=planned, desc="prompt tuning", unit="step")
     for epoch in range(1, tune.epochs + 1):
         order = rng.sample(data.train, len(data.train))
-        rows = [fmt.training_example(*data.texts[pair], data.examples(
-                    draw_examples(rng, data.train, tune.n_examples, exclude_query=pair[0])))
-                for pair in order]
-        for group in _chunks(_chunks(rows, micro_batch), tune.grad_accum):
+        for pairs in _chunks(order, micro_batch * tune.grad_accum):
             started = time.time()
-            step_loss, tokens = 0.0, 0
-            for batch in group:
-                ids, mask, labels = pad_batch([r[0] for r in batch], scorer.pad_id, "right",
-                                              labels=[r[1] for r in batch])
-                nll, count = target_nll(peft_model, ids.to(device), mask.to(device),
-                                        labels.to(device), tune.n_virtual_tokens)
-                loss = nll.sum() / count.sum()
-                (loss / len(group)).backward()
-                step_loss += loss.item() / len(group)
-                tokens += int(count.sum())
+            rows = [fmt.training_example(*data.texts[pair], data.examples(
+                        draw_examples(rng, data.train, tune.n_examples, exclude_query=pair[0])))
+                    for pair in pairs]  # built as needed: a large split is cut short by max_steps
+            step_loss, tokens = _accumulate_gradients(peft_model, rows, micro_batch, scorer.pad_id,
+                                                      device, tune.n_virtual_tokens)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
