@@ -53,21 +53,21 @@ def main(pipeline: str = "scifact-quick", n_samples: int = 10) -> None:
     folder = output_dir(paths)
     examples, manifest = read_json(folder / "examples.json"), read_json(folder / "manifest.json")
     rows = []
-    for part, figures in (("filter pairs", examples["losses"]), ("held-out pairs", examples["heldout"])):
+    for part, figures in (("eval pairs", examples["losses"]), ("held-out pairs", examples["heldout"])):
         for name, entry in (figures or {}).items():
             if name != "eval_pairs":
                 rows.append({"pairs": f"{part} ({figures['eval_pairs']})", "prompt": name,
                              "eval_loss": entry["eval_loss"], "perplexity": entry["perplexity"]})
     summary = manifest["summary"]
-    notes = {"wall_time_s": manifest["wall_time_s"], "steps": summary["steps"],
+    notes = {"wall_time_s": manifest["wall_time_s"], "cpu_seconds": summary["cpu_seconds"],
+             "steps": summary["steps"],
              "seconds_per_step": summary["seconds_per_step"], "seconds": summary["seconds"],
              "best_step": summary["best_step"], "stopped_early": summary["stopped_early"],
              "chosen": [[c["query_id"], c["doc_id"], c["query"]] for c in examples["chosen"]]}
 
     data = load_data(cfg, paths)
-    sets = eval_sets(cfg, data.eval)
-    used = max(len(sets.early), len(sets.selection))
-    held_out = data.eval[used:used + n_samples]
+    evals, _ = eval_sets(cfg, data)
+    held_out = data.eval[len(evals.pairs):len(evals.pairs) + n_samples]  # used for no choice
     peft_model, tokenizer = load_tuned(cfg, paths, "cpu")
     fmt = prompt_format(cfg, tokenizer)
     docs = [data.texts[pair][0] for pair in held_out]

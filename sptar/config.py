@@ -106,15 +106,15 @@ class TuneConfig(Section):
     max_steps: int | None = Field(None, ge=1)  # optimizer steps; None: the epochs decide
     eval_every: int | None = Field(None, ge=1)  # optimizer steps between evals; None: every epoch
     patience: int = Field(3, ge=1)  # evals without a better eval loss before stopping
-    eval_pairs: int | None = Field(None, ge=1)  # prompt-eval pairs for early stopping (None: all)
+    eval_pairs: int | None = Field(None, ge=1)  # prompt-eval pairs for early stopping, the filter
+    #                                              and the before/after figures (None: all)
     eval_batch_size: int = Field(8, ge=1)
     max_doc_tokens: int = Field(256, ge=8)
     max_example_doc_tokens: int = Field(128, ge=8)
     max_query_tokens: int = Field(48, ge=4)
     n_examples: int = Field(1, ge=0, le=2)  # in-context example pairs in every prompt
     n_candidates: int = Field(10, ge=1)  # example sets the soft prompt filter scores
-    filter_eval_pairs: int | None = Field(None, ge=1)  # prompt-eval pairs it scores them on
-    heldout_eval_pairs: int = Field(0, ge=0)  # further pairs, used for no choice, to check it
+    heldout_eval_pairs: int = Field(0, ge=0)  # further prompt-eval pairs, used for no choice
 
 
 SYSTEMS = ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")

@@ -16,14 +16,15 @@ Method (SPTAR): PEFT prompt tuning (``tune.n_virtual_tokens`` virtual tokens ini
 the text :data:`sptar.prompts.SOFT_PROMPT_INIT`, AdamW, linear decay) of ``models.llm``, whose
 weights stay frozen. Every prompt-train pair is one training example, preceded by
 ``tune.n_examples`` in-context example pairs drawn (by seed, afresh every epoch) from the other
-prompt-train queries; the loss counts the query tokens only. The eval loss (mean per-token
-negative log-likelihood of the query tokens of the prompt-eval pairs) decides early stopping,
-and the prompt with the best eval loss is kept. Then the soft prompt filter scores
-``tune.n_candidates`` sets of example pairs (sampled from the prompt-train pairs) by the tuned
-prompt's eval loss and keeps the lowest. The prompt-eval pairs are shuffled by seed once: the
-first ``tune.eval_pairs`` serve early stopping, the first ``tune.filter_eval_pairs`` the filter
-(and the before/after figures), and the next ``tune.heldout_eval_pairs`` serve no choice at all,
-to check the choices on data they never saw.
+prompt-train queries; the loss counts the query tokens only. The eval loss is the mean negative
+log-likelihood per query token of the first ``tune.eval_pairs`` prompt-eval pairs (shuffled by
+seed once), each with its own random example pairs; it decides early stopping, and the prompt
+with the best eval loss is kept. Then the soft prompt filter scores ``tune.n_candidates`` sets of
+example pairs (sampled from the prompt-train pairs) by the tuned prompt's eval loss on the same
+pairs and keeps the lowest. The figures compare, on those pairs, the untuned LLM with the
+hand-written InPars prompt, the soft prompt before and after tuning with random examples, and
+with the chosen examples; the next ``tune.heldout_eval_pairs`` prompt-eval pairs serve no choice
+at all and check the choices on data they never saw.
 """
 
 from __future__ import annotations
@@ -192,21 +193,33 @@ def sample_candidates(pairs: Sequence[Pair], k: int, n: int, seed: str) -> list[
 
 
 @dataclass
-class EvalSets:
-    early: list[Pair]  # early stopping
-    selection: list[Pair]  # the soft prompt filter and the before/after figures
-    heldout: list[Pair]  # used for no choice
+class EvalSet:
+    """Prompt-eval pairs, each with its own random example pairs (drawn once, by seed)."""
+
+    pairs: list[Pair]
+    random_examples: list[tuple[Pair, ...]]
+
+    def rows(self, data: TuneData, fmt: PromptFormat, examples: Sequence[Pair] | None = None) -> list[Row]:
+        """The scoring prompts: each pair's random examples, or ``examples`` for every pair."""
+        shots = self.random_examples if examples is None else [tuple(examples)] * len(self.pairs)
+        return [fmt.training_example(*data.texts[pair], data.examples(shot))
+                for pair, shot in zip(self.pairs, shots, strict=True)]
 
 
-def eval_sets(cfg: Config, pairs: list[Pair]) -> EvalSets:
-    early = pairs[:cfg.tune.eval_pairs]
-    selection = pairs[:cfg.tune.filter_eval_pairs]
-    start = max(len(early), len(selection))
-    heldout = pairs[start:start + cfg.tune.heldout_eval_pairs]
-    if cfg.tune.heldout_eval_pairs and len(heldout) < cfg.tune.heldout_eval_pairs:
+def eval_sets(cfg: Config, data: TuneData) -> tuple[EvalSet, EvalSet]:
+    """The eval set (early stopping, the filter, the figures) and the held-out set (no choice)."""
+    rng = random.Random(f"{cfg.seed}-tune-eval-examples")
+    n_eval = cfg.tune.eval_pairs or len(data.eval)
+    wanted = cfg.tune.heldout_eval_pairs
+    heldout = data.eval[n_eval:n_eval + wanted]
+    if len(heldout) < wanted:
         log.warning("tune.heldout_eval_pairs is %d but only %d prompt-eval pairs are left after the"
-                    " early-stopping and filter pairs", cfg.tune.heldout_eval_pairs, len(heldout))
-    return EvalSets(early, selection, heldout)
+                    " %d of tune.eval_pairs", wanted, len(heldout), n_eval)
+
+    def draw(pairs: list[Pair]) -> EvalSet:
+        return EvalSet(pairs, [draw_examples(rng, data.train, cfg.tune.n_examples) for _ in pairs])
+
+    return draw(data.eval[:n_eval]), draw(heldout)
 
 
 # ---------------------------------------------------------------- scoring
@@ -432,7 +445,8 @@ def choose(losses: Sequence[float]) -> int:
 # ---------------------------------------------------------------- outputs
 
 
-def write_loss_curve(path: Path, log_rows: Sequence[dict[str, Any]], title: str) -> None:
+def write_loss_curve(path: Path, log_rows: Sequence[dict[str, Any]], untuned: float,
+                     title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -440,20 +454,26 @@ def write_loss_curve(path: Path, log_rows: Sequence[dict[str, Any]], title: str)
 
     steps = [r for r in log_rows if r["type"] == "step"]
     evals = [r for r in log_rows if r["type"] == "eval"]
+    window = max(1, len(steps) // 10)
+    smooth = [sum(r["loss"] for r in steps[max(0, i + 1 - window):i + 1]) / min(window, i + 1)
+              for i in range(len(steps))]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6,
-            label="training loss (query tokens)")
-    ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", lw=1.5,
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.6, alpha=0.35, color="C0",
+            label="training loss")
+    ax.plot([r["step"] for r in steps], smooth, lw=1.2, color="C0",
+            label=f"training loss, mean of last {window} steps")
+    ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", lw=1.5, color="C1",
             label="eval loss (prompt-eval pairs)")
+    ax.axhline(untuned, ls="--", lw=1, color="C2", label="untuned LLM, InPars prompt (eval)")
     best = [r for r in evals if r["best"]]
     if best:
         ax.scatter([best[-1]["step"]], [best[-1]["eval_loss"]], s=120, facecolors="none",
                    edgecolors="red", zorder=3, label="kept prompt")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean NLL per query token")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png")
@@ -468,20 +488,30 @@ def _pair_record(data: TuneData, pair: Pair) -> dict[str, str]:
 # ---------------------------------------------------------------- run
 
 
-def run(cfg: Config, paths: Paths) -> dict[str, Any]:
+def _wrap_with_soft_prompt(cfg: Config, model):
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
-    from sptar.models import load_causal_lm, resolve_device, resolve_model
+    from sptar.models import resolve_model
+
+    config = PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.tune.n_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=SOFT_PROMPT_INIT,
+        tokenizer_name_or_path=resolve_model(cfg.models.llm))
+    with _quiet_peft():
+        peft_model = get_peft_model(model, config)
+    return peft_model.eval()  # the frozen LLM has no dropout to train; only the prompt learns
+
+
+def run(cfg: Config, paths: Paths) -> dict[str, Any]:
+    from sptar.models import load_causal_lm, resolve_device
 
     tune = cfg.tune
+    cpu_started = time.process_time()
     data = load_data(cfg, paths)
     check_data(cfg, data)
-    sets = eval_sets(cfg, data.eval)
+    evals, heldout = eval_sets(cfg, data)
     candidates = sample_candidates(data.train, tune.n_examples, tune.n_candidates,
                                    f"{cfg.seed}-tune-candidates")
-    eval_rng = random.Random(f"{cfg.seed}-tune-eval-examples")
-    early_examples = [draw_examples(eval_rng, data.train, tune.n_examples) for _ in sets.early]
-
     device = resolve_device(cfg.device)
     cuda = device.startswith("cuda")
     micro_batch = tune.cuda_batch_size if cuda else tune.batch_size
@@ -490,97 +520,86 @@ def run(cfg: Config, paths: Paths) -> dict[str, Any]:
     for param in model.parameters():
         param.requires_grad_(False)
     sptar_fmt, inpars_fmt = prompt_format(cfg, tokenizer), prompt_format(cfg, tokenizer, "inpars")
+    seconds: dict[str, float] = {}
 
-    def rows(fmt: PromptFormat, pairs: Sequence[Pair], examples: Sequence[Sequence[Pair]]) -> list[Row]:
-        return [fmt.training_example(*data.texts[pair], data.examples(ex))
-                for pair, ex in zip(pairs, examples, strict=True)]
-
-    def fixed(pairs: Sequence[Pair], candidate: Sequence[Pair], fmt: PromptFormat = sptar_fmt) -> list[Row]:
-        return rows(fmt, pairs, [candidate] * len(pairs))
-
+    # before tuning: the base LLM with the hand-written InPars prompt, random examples
     started = time.time()
-    # before tuning: the base LLM with the hand-written InPars prompt, the first random examples
     base = Scorer(model, tokenizer.pad_token_id, device, eval_batch)
-    untuned = base.loss(fixed(sets.selection, candidates[0], inpars_fmt), desc="untuned InPars prompt")
-    untuned_heldout = (base.loss(fixed(sets.heldout, candidates[0], inpars_fmt), desc="held-out")
-                       if sets.heldout else None)
+    untuned = base.loss(evals.rows(data, inpars_fmt), desc="untuned LLM, InPars prompt")
+    untuned_heldout = base.loss(heldout.rows(data, inpars_fmt), desc="held-out") if heldout.pairs else 0
     log.info("untuned LLM, InPars prompt: eval loss %.4f (perplexity %.2f)", untuned, math.exp(untuned))
+    seconds["untuned"] = time.time() - started
 
-    peft_config = PromptTuningConfig(
-        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tune.n_virtual_tokens,
-        prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=SOFT_PROMPT_INIT,
-        tokenizer_name_or_path=resolve_model(cfg.models.llm))
-    with _quiet_peft():
-        peft_model = get_peft_model(model, peft_config)
-    peft_model.eval()  # the frozen LLM has no dropout to train; only the prompt learns
+    peft_model = _wrap_with_soft_prompt(cfg, model)
     scorer = Scorer(peft_model, tokenizer.pad_token_id, device, eval_batch, tune.n_virtual_tokens)
-    initial = scorer.loss(fixed(sets.selection, candidates[0]), desc="text-initialised soft prompt")
-    before_seconds = time.time() - started
-
-    result = train_prompt(cfg, peft_model, sptar_fmt, data, rows(sptar_fmt, sets.early, early_examples),
-                          scorer, micro_batch, device)
+    result = train_prompt(cfg, peft_model, sptar_fmt, data, evals.rows(data, sptar_fmt), scorer,
+                          micro_batch, device)
+    seconds.update(train=result.train_seconds, early_stopping_evals=result.eval_seconds)
 
     started = time.time()
-    losses = score_candidates(candidates, lambda c: fixed(sets.selection, c), scorer)
+    losses = score_candidates(candidates, lambda c: evals.rows(data, sptar_fmt, c), scorer)
     best = choose(losses)
     chosen = candidates[best]
-    heldout = None
-    if sets.heldout:
-        heldout = {"eval_pairs": len(sets.heldout),
-                   "untuned_inpars": loss_entry(untuned_heldout),
-                   "tuned_random_first": loss_entry(scorer.loss(fixed(sets.heldout, candidates[0]),
-                                                                desc="held-out, random")),
-                   "tuned_chosen": loss_entry(scorer.loss(fixed(sets.heldout, chosen),
-                                                          desc="held-out, chosen"))}
-    filter_seconds = time.time() - started
+    seconds["filter"] = time.time() - started
+    figures = {
+        "eval_pairs": len(evals.pairs),
+        "untuned_inpars": loss_entry(untuned, note="base LLM, hand-written InPars prompt, each pair"
+                                     " its own random examples"),
+        "untuned_soft_prompt": loss_entry(result.initial_loss, note="text-initialised soft prompt,"
+                                          " before any step; random examples"),
+        "tuned_random": loss_entry(result.best_loss, note="the kept soft prompt's early-stopping"
+                                   " eval; random examples"),
+        "tuned_random_first": loss_entry(losses[0], note="the first random candidate"),
+        "tuned_random_mean": loss_entry(sum(losses) / len(losses), note="mean over the candidates"),
+        "tuned_chosen": loss_entry(losses[best], note="the candidate the filter chose"),
+    }
+    started = time.time()
+    heldout_figures = None
+    if heldout.pairs:
+        heldout_figures = {
+            "eval_pairs": len(heldout.pairs),
+            "untuned_inpars": loss_entry(untuned_heldout),
+            "tuned_random": loss_entry(scorer.loss(heldout.rows(data, sptar_fmt), desc="held-out")),
+            "tuned_chosen": loss_entry(scorer.loss(heldout.rows(data, sptar_fmt, chosen),
+                                                   desc="held-out, chosen examples")),
+        }
+    seconds["heldout"] = time.time() - started
 
     folder = output_dir(paths)
     with atomic_dir(folder / ADAPTER) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
-    mean_random = sum(losses) / len(losses)
-    figures = {
-        "eval_pairs": len(sets.selection),
-        "untuned_inpars": loss_entry(untuned, note="base LLM, hand-written InPars prompt,"
-                                     " the first random candidate's examples"),
-        "untuned_soft_prompt": loss_entry(initial, note="text-initialised soft prompt before any"
-                                          " step, the first random candidate's examples"),
-        "tuned_random_first": loss_entry(losses[0]),
-        "tuned_random_mean": loss_entry(mean_random, note="mean eval loss over every candidate"),
-        "tuned_chosen": loss_entry(losses[best]),
-    }
     write_json(folder / EXAMPLES, {
         "n_examples": tune.n_examples,
         "chosen": [_pair_record(data, pair) for pair in chosen],
-        "candidates": [{"pairs": [list(pair) for pair in candidate], "eval_loss": round(loss, 6),
-                        "perplexity": round(math.exp(loss), 4)}
+        "candidates": [{"pairs": [list(pair) for pair in candidate], **loss_entry(loss)}
                        for candidate, loss in zip(candidates, losses, strict=True)],
         "losses": figures,
-        "heldout": heldout,
+        "heldout": heldout_figures,
         "prompt": {"style": "sptar", "max_doc_tokens": tune.max_doc_tokens,
                    "max_example_doc_tokens": tune.max_example_doc_tokens,
                    "max_query_tokens": tune.max_query_tokens},
     })
     write_jsonl(folder / TRAIN_LOG, result.log_rows)
-    write_loss_curve(folder / LOSS_CURVE, result.log_rows,
-                     f"{cfg.experiment}: soft prompt ({tune.n_virtual_tokens} tokens, lr {tune.lr:g}), "
-                     f"{cfg.models.llm}\nselection eval loss: untuned InPars {untuned:.3f}, "
-                     f"tuned + random examples {mean_random:.3f}, tuned + chosen {losses[best]:.3f}")
-    log.info("soft prompt filter: chose %s (eval loss %.4f; random mean %.4f; untuned %.4f)",
-             [list(p) for p in chosen], losses[best], mean_random, untuned)
+    write_loss_curve(folder / LOSS_CURVE, result.log_rows, untuned,
+                     f"{cfg.experiment}: soft prompt ({tune.n_virtual_tokens} tokens, lr {tune.lr:g}) on "
+                     f"{cfg.models.llm}; eval loss: untuned InPars {untuned:.3f},\ntuned + random examples "
+                     f"{result.best_loss:.3f}, tuned + chosen examples {losses[best]:.3f}")
+    log.info("soft prompt filter: chose %s (eval loss %.4f; random candidates' mean %.4f; untuned"
+             " %.4f)", [list(p) for p in chosen], losses[best], figures["tuned_random_mean"]["eval_loss"],
+             untuned)
     return {
         "device": device,
         "train_pairs": len(data.train),
-        "eval_pairs": {"early_stopping": len(sets.early), "selection": len(sets.selection),
-                       "heldout": len(sets.heldout)},
+        "eval_pairs": len(evals.pairs),
+        "heldout_eval_pairs": len(heldout.pairs),
         "steps": result.steps,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
-        "eval_loss_initial": round(result.initial_loss, 6),
-        "eval_loss_best": round(result.best_loss, 6),
         "seconds_per_step": round(result.train_seconds / max(1, result.steps), 3),
-        "seconds": {"before": round(before_seconds, 1), "train": round(result.train_seconds, 1),
-                    "early_stopping_evals": round(result.eval_seconds, 1),
-                    "filter": round(filter_seconds, 1)},
+        "seconds": {name: round(value, 1) for name, value in seconds.items()},
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
         "candidates": len(candidates),
         "losses": {name: entry["eval_loss"] for name, entry in figures.items() if name != "eval_pairs"},
+        "heldout_losses": {name: entry["eval_loss"] for name, entry in (heldout_figures or {}).items()
+                           if name != "eval_pairs"},
     }

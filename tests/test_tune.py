@@ -18,6 +18,7 @@ from sptar.tune import (
     _EarlyStopping,
     choose,
     draw_examples,
+    eval_sets,
     load_data,
     load_examples,
     load_tuned,
@@ -272,11 +273,17 @@ def test_stage_writes_every_output(tuned):
     pair = (examples["chosen"][0]["query_id"], examples["chosen"][0]["doc_id"])
     assert pair in data.train and data.texts[pair] == load_examples(paths)[0]
     losses = examples["losses"]
-    assert set(losses) >= {"untuned_inpars", "untuned_soft_prompt", "tuned_random_first",
-                           "tuned_random_mean", "tuned_chosen"}
+    assert set(losses) == {"eval_pairs", "untuned_inpars", "untuned_soft_prompt", "tuned_random",
+                           "tuned_random_first", "tuned_random_mean", "tuned_chosen"}
+    assert losses["eval_pairs"] == cfg.tune.eval_pairs
+    evals = [r for r in log_rows if r["type"] == "eval"]
+    assert losses["untuned_soft_prompt"]["eval_loss"] == evals[0]["eval_loss"]
+    assert losses["tuned_random"]["eval_loss"] == min(r["eval_loss"] for r in evals)
+    assert losses["tuned_random_first"]["eval_loss"] == examples["candidates"][0]["eval_loss"]
     assert losses["tuned_random_mean"]["eval_loss"] == pytest.approx(
         sum(c["eval_loss"] for c in examples["candidates"]) / len(examples["candidates"]), abs=1e-5)
     assert examples["heldout"]["eval_pairs"] == cfg.tune.heldout_eval_pairs
+    assert set(examples["heldout"]) == {"eval_pairs", "untuned_inpars", "tuned_random", "tuned_chosen"}
     assert manifest["summary"]["seconds_per_step"] > 0
     assert execute("tune", cfg, paths) == manifest  # up to date: skipped
 
@@ -294,12 +301,16 @@ def test_filter_chose_the_lowest_loss_candidate_and_reload_reproduces_it(tuned):
     peft_model, tokenizer = load_tuned(cfg, paths, "cpu")
     data = load_data(cfg, paths)
     fmt = prompt_format(cfg, tokenizer)
-    selection = data.eval[:cfg.tune.filter_eval_pairs]
+    evals, _ = eval_sets(cfg, data)
+    assert evals.pairs == data.eval[:cfg.tune.eval_pairs]
     scorer = Scorer(peft_model, tokenizer.pad_token_id, "cpu", 8, cfg.tune.n_virtual_tokens)
     for candidate in examples["candidates"]:
         shots = data.examples([tuple(p) for p in candidate["pairs"]])
-        rows = [fmt.training_example(*data.texts[pair], shots) for pair in selection]
+        rows = [fmt.training_example(*data.texts[pair], shots) for pair in evals.pairs]
+        assert evals.rows(data, fmt, [tuple(p) for p in candidate["pairs"]]) == rows
         assert scorer.loss(rows) == pytest.approx(candidate["eval_loss"], abs=1e-5)
+    assert scorer.loss(evals.rows(data, fmt)) == pytest.approx(
+        examples["losses"]["tuned_random"]["eval_loss"], abs=1e-5)
 
 
 def test_no_examples_means_nothing_to_choose(tiny_llm, tmp_path):
