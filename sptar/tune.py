@@ -110,8 +110,11 @@ def load_examples(paths: Paths) -> list[Example]:
     """The in-context example pairs the soft prompt filter chose, as ``(doc, query)``."""
     path = output_dir(paths) / EXAMPLES
     chosen = read_json(path).get("chosen")
-    if not isinstance(chosen, list):
-        raise SptarError(f"{path}: no 'chosen' list (fix: delete the tune folder and re-run `sptar tune`)")
+    if not isinstance(chosen, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("doc"), str)
+            and isinstance(item.get("query"), str) for item in chosen):
+        raise SptarError(f"{path}: expected a 'chosen' list of {{doc, query, ...}} objects"
+                         " (fix: delete the tune folder and re-run `sptar tune`)")
     return [(item["doc"], item["query"]) for item in chosen]
 
 
@@ -502,6 +505,64 @@ def _wrap_with_soft_prompt(cfg: Config, model):
     return peft_model.eval()  # the frozen LLM has no dropout to train; only the prompt learns
 
 
+def _figures(n_pairs: int, untuned: float, result: TrainResult, losses: Sequence[float],
+             best: int) -> dict[str, Any]:
+    """The before/after eval losses on the eval pairs."""
+    return {
+        "eval_pairs": n_pairs,
+        "untuned_inpars": loss_entry(untuned, note="base LLM, hand-written InPars prompt, each pair"
+                                     " its own random examples"),
+        "untuned_soft_prompt": loss_entry(result.initial_loss, note="text-initialised soft prompt,"
+                                          " before any step; random examples"),
+        "tuned_random": loss_entry(result.best_loss, note="the kept soft prompt's early-stopping"
+                                   " eval; random examples"),
+        "tuned_random_first": loss_entry(losses[0], note="the first random candidate"),
+        "tuned_random_mean": loss_entry(sum(losses) / len(losses), note="mean over the candidates"),
+        "tuned_chosen": loss_entry(losses[best], note="the candidate the filter chose"),
+    }
+
+
+def _heldout_figures(heldout: EvalSet, data: TuneData, fmt: PromptFormat, scorer: Scorer,
+                     untuned: float | None, chosen: Sequence[Pair]) -> dict[str, Any] | None:
+    """The same comparison on prompt-eval pairs that took part in no choice."""
+    if not heldout.pairs or untuned is None:
+        return None
+    return {
+        "eval_pairs": len(heldout.pairs),
+        "untuned_inpars": loss_entry(untuned),
+        "tuned_random": loss_entry(scorer.loss(heldout.rows(data, fmt), desc="held-out")),
+        "tuned_chosen": loss_entry(scorer.loss(heldout.rows(data, fmt, chosen),
+                                               desc="held-out, chosen examples")),
+    }
+
+
+def _write_outputs(cfg: Config, paths: Paths, peft_model, data: TuneData, result: TrainResult,
+                   candidates: Sequence[tuple[Pair, ...]], losses: Sequence[float],
+                   figures: dict[str, Any], heldout: dict[str, Any] | None) -> None:
+    tune = cfg.tune
+    folder = output_dir(paths)
+    with atomic_dir(folder / ADAPTER) as tmp:
+        peft_model.save_pretrained(str(tmp), safe_serialization=True)
+    write_json(folder / EXAMPLES, {
+        "n_examples": tune.n_examples,
+        "chosen": [_pair_record(data, pair) for pair in candidates[choose(losses)]],
+        "candidates": [{"pairs": [list(pair) for pair in candidate], **loss_entry(loss)}
+                       for candidate, loss in zip(candidates, losses, strict=True)],
+        "losses": figures,
+        "heldout": heldout,
+        "prompt": {"style": "sptar", "max_doc_tokens": tune.max_doc_tokens,
+                   "max_example_doc_tokens": tune.max_example_doc_tokens,
+                   "max_query_tokens": tune.max_query_tokens},
+    })
+    write_jsonl(folder / TRAIN_LOG, result.log_rows)
+    loss = {name: figures[name]["eval_loss"] for name in ("untuned_inpars", "tuned_random", "tuned_chosen")}
+    write_loss_curve(folder / LOSS_CURVE, result.log_rows, loss["untuned_inpars"],
+                     f"{cfg.experiment}: soft prompt ({tune.n_virtual_tokens} tokens, lr {tune.lr:g}) on "
+                     f"{cfg.models.llm}; eval loss: untuned InPars {loss['untuned_inpars']:.3f},\n"
+                     f"tuned + random examples {loss['tuned_random']:.3f}, tuned + chosen examples "
+                     f"{loss['tuned_chosen']:.3f}")
+
+
 def run(cfg: Config, paths: Paths) -> dict[str, Any]:
     from sptar.models import load_causal_lm, resolve_device
 
@@ -525,8 +586,9 @@ def run(cfg: Config, paths: Paths) -> dict[str, Any]:
     # before tuning: the base LLM with the hand-written InPars prompt, random examples
     started = time.time()
     base = Scorer(model, tokenizer.pad_token_id, device, eval_batch)
-    untuned = base.loss(evals.rows(data, inpars_fmt), desc="untuned LLM, InPars prompt")
-    untuned_heldout = base.loss(heldout.rows(data, inpars_fmt), desc="held-out") if heldout.pairs else 0
+    untuned = base.loss(evals.rows(data, inpars_fmt), desc="untuned LLM, eval pairs")
+    untuned_heldout = (base.loss(heldout.rows(data, inpars_fmt), desc="untuned LLM, held-out pairs")
+                       if heldout.pairs else None)
     log.info("untuned LLM, InPars prompt: eval loss %.4f (perplexity %.2f)", untuned, math.exp(untuned))
     seconds["untuned"] = time.time() - started
 
@@ -539,54 +601,17 @@ def run(cfg: Config, paths: Paths) -> dict[str, Any]:
     started = time.time()
     losses = score_candidates(candidates, lambda c: evals.rows(data, sptar_fmt, c), scorer)
     best = choose(losses)
-    chosen = candidates[best]
     seconds["filter"] = time.time() - started
-    figures = {
-        "eval_pairs": len(evals.pairs),
-        "untuned_inpars": loss_entry(untuned, note="base LLM, hand-written InPars prompt, each pair"
-                                     " its own random examples"),
-        "untuned_soft_prompt": loss_entry(result.initial_loss, note="text-initialised soft prompt,"
-                                          " before any step; random examples"),
-        "tuned_random": loss_entry(result.best_loss, note="the kept soft prompt's early-stopping"
-                                   " eval; random examples"),
-        "tuned_random_first": loss_entry(losses[0], note="the first random candidate"),
-        "tuned_random_mean": loss_entry(sum(losses) / len(losses), note="mean over the candidates"),
-        "tuned_chosen": loss_entry(losses[best], note="the candidate the filter chose"),
-    }
+    log.info("soft prompt filter: chose %s (eval loss %.4f; random candidates' mean %.4f; untuned"
+             " %.4f)", [list(p) for p in candidates[best]], losses[best], sum(losses) / len(losses),
+             untuned)
     started = time.time()
-    heldout_figures = None
-    if heldout.pairs:
-        heldout_figures = {
-            "eval_pairs": len(heldout.pairs),
-            "untuned_inpars": loss_entry(untuned_heldout),
-            "tuned_random": loss_entry(scorer.loss(heldout.rows(data, sptar_fmt), desc="held-out")),
-            "tuned_chosen": loss_entry(scorer.loss(heldout.rows(data, sptar_fmt, chosen),
-                                                   desc="held-out, chosen examples")),
-        }
+    heldout_figures = _heldout_figures(heldout, data, sptar_fmt, scorer, untuned_heldout,
+                                       candidates[best])
     seconds["heldout"] = time.time() - started
 
-    folder = output_dir(paths)
-    with atomic_dir(folder / ADAPTER) as tmp:
-        peft_model.save_pretrained(str(tmp), safe_serialization=True)
-    write_json(folder / EXAMPLES, {
-        "n_examples": tune.n_examples,
-        "chosen": [_pair_record(data, pair) for pair in chosen],
-        "candidates": [{"pairs": [list(pair) for pair in candidate], **loss_entry(loss)}
-                       for candidate, loss in zip(candidates, losses, strict=True)],
-        "losses": figures,
-        "heldout": heldout_figures,
-        "prompt": {"style": "sptar", "max_doc_tokens": tune.max_doc_tokens,
-                   "max_example_doc_tokens": tune.max_example_doc_tokens,
-                   "max_query_tokens": tune.max_query_tokens},
-    })
-    write_jsonl(folder / TRAIN_LOG, result.log_rows)
-    write_loss_curve(folder / LOSS_CURVE, result.log_rows, untuned,
-                     f"{cfg.experiment}: soft prompt ({tune.n_virtual_tokens} tokens, lr {tune.lr:g}) on "
-                     f"{cfg.models.llm}; eval loss: untuned InPars {untuned:.3f},\ntuned + random examples "
-                     f"{result.best_loss:.3f}, tuned + chosen examples {losses[best]:.3f}")
-    log.info("soft prompt filter: chose %s (eval loss %.4f; random candidates' mean %.4f; untuned"
-             " %.4f)", [list(p) for p in chosen], losses[best], figures["tuned_random_mean"]["eval_loss"],
-             untuned)
+    figures = _figures(len(evals.pairs), untuned, result, losses, best)
+    _write_outputs(cfg, paths, peft_model, data, result, candidates, losses, figures, heldout_figures)
     return {
         "device": device,
         "train_pairs": len(data.train),

@@ -313,6 +313,16 @@ def test_filter_chose_the_lowest_loss_candidate_and_reload_reproduces_it(tuned):
         examples["losses"]["tuned_random"]["eval_loss"], abs=1e-5)
 
 
+def test_load_examples_rejects_a_broken_file(tiny_paths):
+    path = output_dir(tiny_paths) / "examples.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"n_examples": 1, "chosen": [{"doc": "a document"}]}')
+    with pytest.raises(SptarError, match=r"examples.json: expected a 'chosen' list.*re-run `sptar tune`"):
+        load_examples(tiny_paths)
+    with pytest.raises(SptarError, match=r"adapter: no tuned soft prompt"):
+        load_tuned(load_config("tiny"), tiny_paths, "cpu")
+
+
 def test_no_examples_means_nothing_to_choose(tiny_llm, tmp_path):
     cfg = load_config("tiny", [f"models.llm={tiny_llm}", "tune.n_examples=0", "tune.max_steps=2",
                                "tune.heldout_eval_pairs=0"])
