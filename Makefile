@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench data split filter train bm25 zero-shot evaluate report all clean-run
+.PHONY: help install test lint bench data split tune filter train bm25 zero-shot evaluate report all clean-run
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -49,6 +49,9 @@ data: install ## copy + validate the BEIR dataset into data/beir/<name>/
 
 split: data ## few-shot split: prompt-train / prompt-eval pairs, unlabeled pool
 	$(call sptar,split)
+
+tune: split ## soft prompt tuning + the soft prompt filter: data/runs/<pipeline>/tune/
+	$(call sptar,tune)
 
 filter: generate ## filter both generated sets (filter.steps) into data/runs/<pipeline>/filter/<variant>/
 	$(call sptar,filter --variant sptar)

@@ -109,6 +109,29 @@ class EvaluateConfig(Section):
     split: str = "test"
 
 
+class TuneConfig(Section):
+    """Soft prompt tuning and the soft prompt filter (``sptar.tune``)."""
+
+    n_virtual_tokens: int = Field(50, ge=1)
+    lr: float = Field(3e-2, gt=0)
+    batch_size: int = Field(1, ge=1)  # micro-batch on CPU
+    cuda_batch_size: int = Field(8, ge=1)  # micro-batch on CUDA (bf16)
+    grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps; None: the epochs decide
+    eval_every: int | None = Field(None, ge=1)  # optimizer steps between evals; None: every epoch
+    patience: int = Field(3, ge=1)  # evals without a better eval loss before stopping
+    eval_pairs: int | None = Field(None, ge=1)  # prompt-eval pairs for early stopping, the filter
+    #                                              and the before/after figures (None: all)
+    eval_batch_size: int = Field(8, ge=1)
+    max_doc_tokens: int = Field(256, ge=8)
+    max_example_doc_tokens: int = Field(128, ge=8)
+    max_query_tokens: int = Field(48, ge=4)
+    n_examples: int = Field(1, ge=0, le=2)  # in-context example pairs in every prompt
+    n_candidates: int = Field(10, ge=1)  # example sets the soft prompt filter scores
+    heldout_eval_pairs: int = Field(0, ge=0)  # further prompt-eval pairs, used for no choice
+
+
 class BM25ConsistencyFilter(Section):
     """Keep a pair when BM25 over the whole corpus ranks its source document in the top ``k``."""
 
@@ -242,6 +265,7 @@ class Config(Section):
     models: ModelsConfig = ModelsConfig()
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
+    tune: TuneConfig = TuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     filter: FilterConfig = FilterConfig()
     train: TrainConfig = TrainConfig()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "data": ("sptar.data", {}),
     "split": ("sptar.split", {}),
+    "tune": ("sptar.tune", {}),
     "filter": ("sptar.filter", {"variant": ("sptar", "inpars")}),
     "train": ("sptar.train", {"variant": ("wo-aug", "inpars", "sptar")}),
     "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
