@@ -14,7 +14,8 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench data split bm25 zero-shot evaluate report all clean-run
+.PHONY: help install test lint bench data split bm25 zero-shot evaluate report all clean-run \
+	generate generate-inpars generate-sptar
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -42,12 +43,21 @@ lint: install ## ruff
 bench: install ## speed/quality benchmarks (not part of the tests); results in benchmarks/results/
 	$(PY) benchmarks/bench_bm25.py
 	$(PY) benchmarks/bench_faiss.py
+	$(PY) benchmarks/bench_generate.py
 
 data: install ## copy + validate the BEIR dataset into data/beir/<name>/
 	$(call sptar,data)
 
 split: data ## few-shot split: prompt-train / prompt-eval pairs, unlabeled pool
 	$(call sptar,split)
+
+generate-inpars: split ## weak queries for the unlabeled pool with the InPars few-shot prompt
+	$(call sptar,generate --variant inpars)
+
+generate-sptar: tune ## weak queries for the unlabeled pool with the tuned soft prompt
+	$(call sptar,generate --variant sptar)
+
+generate: generate-inpars generate-sptar ## weak queries, both variants (resumes; see README)
 
 bm25: data ## evaluate BM25 on the test split
 	$(call sptar,evaluate --system bm25)

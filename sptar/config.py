@@ -101,7 +101,7 @@ class GenerateConfig(Section):
     max_doc_tokens: int = Field(256, ge=8)  # the document in the prompt is cut to this many tokens
     inpars_examples: int = Field(3, ge=1)  # example pairs in the InPars prompt (from prompt-train)
     retries: int = Field(2, ge=0)  # an empty query is re-sampled this often, then dropped
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)  # rows decoded at once (refilled as rows finish)
     chunk_size: int = Field(64, ge=1)  # documents per resumable part file
     prefix_cache: bool = True  # compute the shared prompt prefix once (false: per batch)
 

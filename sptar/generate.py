@@ -218,7 +218,10 @@ def row_seed(seed: int, doc_id: str, k: int, attempt: int) -> int:
 
 def generate_items(items: list[Item], generator, tokenizer, cfg: Config,
                    prefix_len: int) -> None:
-    """Fill in every item: the first attempt as configured, empty ones re-sampled (retries)."""
+    """Fill in every item: the first attempt as configured, empty ones re-sampled (retries).
+
+    ``generator.generate`` gets all pending items at once (it batches them itself).
+    """
     from sptar.decoding import Sampling
 
     gen = cfg.generate
@@ -227,19 +230,17 @@ def generate_items(items: list[Item], generator, tokenizer, cfg: Config,
     pending = items
     for attempt in range(gen.retries + 1):
         sampling = first if attempt == 0 else retry
-        for start in range(0, len(pending), gen.batch_size):
-            batch = pending[start:start + gen.batch_size]
-            seeds = [row_seed(cfg.seed, it.doc_id, it.k, attempt) for it in batch]
-            lines = generator.generate([it.doc_ids for it in batch], sampling,
-                                       seeds if sampling.sample else None)
-            for item, line in zip(batch, lines, strict=True):
-                item.raw = tokenizer.decode(line.token_ids, skip_special_tokens=True)
-                item.raw = re.split(r"[\r\n]", item.raw, maxsplit=1)[0]
-                item.text, item.reason = clean_query(item.raw)
-                item.logprob = line.mean_logprob if item.text else None
-                item.attempts += 1
-                item.new_tokens += len(line.token_ids)
-                item.prompt_tokens += prefix_len + len(item.doc_ids)
+        seeds = [row_seed(cfg.seed, it.doc_id, it.k, attempt) for it in pending]
+        lines = generator.generate([it.doc_ids for it in pending], sampling,
+                                   seeds if sampling.sample else None)
+        for item, line in zip(pending, lines, strict=True):
+            item.raw = tokenizer.decode(line.token_ids, skip_special_tokens=True)
+            item.raw = re.split(r"[\r\n]", item.raw, maxsplit=1)[0]
+            item.text, item.reason = clean_query(item.raw)
+            item.logprob = line.mean_logprob if item.text else None
+            item.attempts += 1
+            item.new_tokens += len(line.token_ids)
+            item.prompt_tokens += prefix_len + len(item.doc_ids)
         pending = [it for it in pending if not it.text]
         if not pending:
             break
@@ -434,7 +435,8 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
     generator = LineGenerator(model, prefix, stop_ids=stop_token_ids(tokenizer),
                               pad_id=tokenizer.pad_token_id, soft_prompt=soft,
                               use_cache=cfg.generate.prefix_cache,
-                              max_new_tokens=cfg.generate.max_new_tokens)
+                              max_new_tokens=cfg.generate.max_new_tokens,
+                              slots=cfg.generate.batch_size)
     total = sum(len(chunks[c]) for c in mine)
     label = f"generate {prompt.style}" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
     started, new_tokens = time.perf_counter(), 0

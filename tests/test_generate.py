@@ -7,7 +7,15 @@ import shutil
 import pytest
 
 from sptar.errors import SptarError
-from sptar.formats import read_corpus, read_json, read_jsonl, read_qrels, read_queries, write_json
+from sptar.formats import (
+    doc_text,
+    read_corpus,
+    read_json,
+    read_jsonl,
+    read_qrels,
+    read_queries,
+    write_json,
+)
 from sptar.generate import Item, clean_query, cut_repeated_tail, generate_items
 from sptar.split import load_split
 from sptar.stages import PARTIAL, execute, paths_for
@@ -95,7 +103,6 @@ def setup(tiny_cfg, tmp_path, tiny_llm, tiny_adapter):
             shutil.copytree(tiny_adapter, tune / "adapter")
             split = load_split(paths)
             from sptar.data import load_beir
-            from sptar.formats import doc_text
 
             corpus = load_beir(paths.beir).corpus
             qid = sorted(split.prompt_train)[0]
@@ -168,13 +175,15 @@ def test_cut_repeated_tail_keeps_ordinary_text():
 # ---------------------------------------------------------------- decoding
 
 
-def test_prefix_cache_equals_no_cache_and_plain_generate(tiny_llm, tiny_adapter):
-    """Cached prefix == recomputed prefix (batched) == HF generate (batch 1), with and without
-    a soft prompt; sampled rows do not depend on their batch."""
+def test_prefix_cache_equals_no_cache_and_plain_generate(tiny_llm, tiny_adapter, monkeypatch):
+    """Cached prefix == recomputed prefix == HF generate (batch 1, full prompt), with and without
+    a soft prompt, through row refills and column compaction; sampled rows do not depend on
+    their batch-mates."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from sptar import decoding
     from sptar.decoding import LineGenerator, Sampling, stop_token_ids
     from sptar.prompts import PromptFormat
 
@@ -185,10 +194,24 @@ def test_prefix_cache_equals_no_cache_and_plain_generate(tiny_llm, tiny_adapter)
     fmt = PromptFormat(tokenizer, "inpars", max_doc_tokens=40)
     examples = [("The cat sat on the mat.", "where did the cat sit"),
                 ("Vitamin D helps bones stay strong.", "vitamin d bone health")]
-    texts = [doc["text"] for doc in read_corpus("tests/fixtures/beir/tiny/corpus.jsonl").values()]
+    texts = [doc_text(doc) for doc in read_corpus("tests/fixtures/beir/tiny/corpus.jsonl").values()]
     prefix = fmt.prefix_ids(examples)
-    docs = [fmt.doc_ids(text, len(examples)) for text in texts[:14]]
-    assert len({len(d) for d in docs}) > 3  # rows of several lengths: real left padding
+    # unsorted lengths, then short documents and a long one: rows of several lengths (real
+    # left padding), refills after compaction with a document wider than the live rows
+    docs = [fmt.doc_ids(text, len(examples)) for text in
+            [*texts[:14], "Aspirin.", "Sleep.", "Bones.", "Mice.", " ".join(texts[16:20])]]
+    assert len({len(d) for d in docs}) > 3
+    events = []
+    compact, prefill = decoding._Decoding._compact, decoding._Decoding._prefill
+
+    def widening(self, slots, indices):
+        if self.end < self.prefix + max(len(self.docs[i]) for i in indices):
+            events.append("skip ahead")
+        return prefill(self, slots, indices)
+
+    monkeypatch.setattr(decoding._Decoding, "_compact",
+                        lambda self: (events.append("compact"), compact(self)))
+    monkeypatch.setattr(decoding._Decoding, "_prefill", widening)
 
     def plain(generate, ids):
         ids = torch.tensor([ids])
@@ -202,21 +225,24 @@ def test_prefix_cache_equals_no_cache_and_plain_generate(tiny_llm, tiny_adapter)
     soft = peft_model.get_prompt(batch_size=1)
     base = peft_model.get_base_model()
     for soft_prompt, reference in ((None, base.generate), (soft, peft_model.generate)):
-        cached = LineGenerator(base, prefix, stop_ids=stops, pad_id=2, soft_prompt=soft_prompt,
-                               max_new_tokens=8)
-        uncached = LineGenerator(base, prefix, stop_ids=stops, pad_id=2, soft_prompt=soft_prompt,
-                                 max_new_tokens=8, use_cache=False)
-        lines = cached.generate(docs)
-        assert [line.token_ids for line in lines] == [line.token_ids for line in uncached.generate(docs)]
-        assert [line.token_ids for line in lines] == [plain(reference, prefix + d) for d in docs]
-        lengths = [len(line.token_ids) for line in lines]
+        expected = [plain(reference, prefix + d) for d in docs]
+        lengths = [len(ids) for ids in expected]
         assert min(lengths) < 8 and max(lengths) == 8  # some rows stop early, some run out
-        assert all(line.stopped == (line.token_ids[-1] in stops) for line in lines)
+        for slots in (1, 3, 16):
+            for use_cache in (True, False):
+                generator = LineGenerator(base, prefix, stop_ids=stops, pad_id=2, slots=slots,
+                                          soft_prompt=soft_prompt, max_new_tokens=8,
+                                          use_cache=use_cache)
+                lines = generator.generate(docs)
+                assert [line.token_ids for line in lines] == expected, (slots, use_cache)
+                assert all(line.stopped == (line.token_ids[-1] in stops) for line in lines)
         sampling = Sampling(True, 0.8, 0.9)
-        together = cached.generate(docs, sampling, seeds=list(range(len(docs))))
-        alone = [cached.generate([d], sampling, seeds=[s])[0] for s, d in enumerate(docs[:5])]
+        together = generator.generate(docs, sampling, seeds=list(range(len(docs))))
+        alone = [generator.generate([d], sampling, seeds=[s])[0] for s, d in enumerate(docs[:5])]
         assert [x.token_ids for x in together[:5]] == [x.token_ids for x in alone]
-    assert cached.prefix_len == len(prefix) + 4
+        assert [x.token_ids for x in together] != expected
+    assert {"compact", "skip ahead"} <= set(events)
+    assert generator.prefix_len == len(prefix) + 4
 
 
 def test_empty_results_are_retried_with_sampling_then_dropped(tiny_cfg):
@@ -241,7 +267,7 @@ def test_empty_results_are_retried_with_sampling_then_dropped(tiny_cfg):
         def decode(self, ids, skip_special_tokens=True):
             return "".join({NEWLINE: "\n", 1437: " aspirin risk"}[i] for i in ids)
 
-    cfg = tiny_cfg("generate.retries=2", "generate.batch_size=2")
+    cfg = tiny_cfg("generate.retries=2")
     items = [Item("e", 0, [1]), Item("r", 0, [2]), Item("ok", 0, [3])]
     fake = Fake()
     generate_items(items, fake, Tok(), cfg, prefix_len=10)
@@ -251,9 +277,9 @@ def test_empty_results_are_retried_with_sampling_then_dropped(tiny_cfg):
     assert (by_doc["e"].text, by_doc["e"].attempts) == ("", 3)
     assert by_doc["e"].reason == "empty after 3 attempt(s)" and by_doc["e"].logprob is None
     assert by_doc["e"].prompt_tokens == 3 * 11 and by_doc["e"].new_tokens == 3
-    # first pass greedy in batches of 2, then the empty ones re-sampled with per-row seeds
-    assert [(n, s) for n, s, _ in fake.calls] == [(2, False), (1, False), (2, True), (1, True)]
-    assert fake.calls[2][2] != fake.calls[3][2]
+    # first pass greedy, then the empty ones re-sampled, with a new seed per row and attempt
+    assert [(n, s) for n, s, _ in fake.calls] == [(3, False), (2, True), (1, True)]
+    assert fake.calls[2][2][0] not in fake.calls[1][2]
 
 
 # ---------------------------------------------------------------- the stage
