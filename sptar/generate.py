@@ -132,6 +132,14 @@ class Prompt:
     examples: list[tuple[str, str]]  # (document text, query)
     example_ids: list[list[str]]  # [query id, doc id] of each example
     adapter: Path | None = None
+    limits: dict[str, int] = field(default_factory=dict)  # PromptFormat token limits of tuning
+
+    def format(self, tokenizer, max_doc_tokens: int):
+        """The prompt format: the document cut to ``max_doc_tokens``, examples as tuned."""
+        from sptar.prompts import PromptFormat
+
+        return PromptFormat(tokenizer, style=self.style, max_doc_tokens=max_doc_tokens,
+                            **self.limits)
 
 
 def inpars_examples(cfg: Config, paths: Paths, corpus: Corpus) -> Prompt:
@@ -151,7 +159,12 @@ def inpars_examples(cfg: Config, paths: Paths, corpus: Corpus) -> Prompt:
 
 
 def sptar_examples(paths: Paths) -> Prompt:
-    """The examples the soft prompt filter chose, and the tuned adapter."""
+    """The examples the soft prompt filter chose, and the tuned adapter.
+
+    When ``examples.json`` records the prompt limits the soft prompt was tuned with
+    (``"prompt": {"max_example_doc_tokens", "max_query_tokens"}``), the examples are cut the same
+    way here; the document itself is cut to ``generate.max_doc_tokens``.
+    """
     folder = paths.stage("tune")
     path, adapter = folder / "examples.json", folder / "adapter"
     data = read_json(path)
@@ -163,9 +176,12 @@ def sptar_examples(paths: Paths) -> Prompt:
                          " (fix: re-run sptar tune)")
     if not (adapter / "adapter_config.json").is_file():
         raise SptarError(f"{adapter}: no adapter_config.json (fix: re-run sptar tune)")
+    tuned = data.get("prompt") if isinstance(data.get("prompt"), dict) else {}
+    limits = {key: int(tuned[key]) for key in ("max_example_doc_tokens", "max_query_tokens")
+              if isinstance(tuned.get(key), int)}
     return Prompt("sptar", [(pair["doc"], pair["query"]) for pair in chosen],
                   [[str(pair.get("query_id", "")), str(pair.get("doc_id", ""))] for pair in chosen],
-                  adapter)
+                  adapter, limits)
 
 
 def soft_prompt_embeddings(model, adapter: Path):
@@ -392,10 +408,9 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
                          " not in the corpus (fix: re-run sptar split)")
 
     from sptar.models import load_tokenizer
-    from sptar.prompts import PromptFormat
 
     tokenizer = load_tokenizer(cfg.models.llm, cfg.models.trust_remote_code)
-    fmt = PromptFormat(tokenizer, style=prompt.style, max_doc_tokens=cfg.generate.max_doc_tokens)
+    fmt = prompt.format(tokenizer, cfg.generate.max_doc_tokens)
     doc_tokens = {d: fmt.doc_ids(doc_text(corpus[d]), len(prompt.examples)) for d in pool}
     chunks = plan_chunks(pool, doc_tokens, cfg.generate.chunk_size)
     mine = [c for c in range(len(chunks)) if c % num_shards == shard and not work.chunk(c).is_file()]
@@ -415,7 +430,7 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
     summary["shards"] = num_shards
     summary["prompt"] = {"style": prompt.style, "examples": prompt.example_ids,
                          "prefix_tokens": summary.pop("prefix_tokens"),
-                         "soft_prompt": prompt.adapter is not None}
+                         "soft_prompt": prompt.adapter is not None, "limits": prompt.limits}
     return summary
 
 

@@ -22,6 +22,8 @@ from sptar.stages import PARTIAL, execute, paths_for
 
 NEWLINE = 198  # "\n" in the SmolLM2 tokenizer
 FILES = ("queries.jsonl", "qrels/train.tsv", "dropped.jsonl")
+TUNED_LIMITS = {"style": "sptar", "max_doc_tokens": 48, "max_example_doc_tokens": 12,
+                "max_query_tokens": 6}
 
 
 # ---------------------------------------------------------------- fixtures
@@ -109,7 +111,7 @@ def setup(tiny_cfg, tmp_path, tiny_llm, tiny_adapter):
             did = sorted(split.prompt_train[qid])[0]
             write_json(tune / "examples.json", {"n_examples": 1, "chosen": [
                 {"query_id": qid, "doc_id": did, "query": split.queries[qid],
-                 "doc": doc_text(corpus[did])}]})
+                 "doc": doc_text(corpus[did])}], "prompt": TUNED_LIMITS})
             write_json(tune / "manifest.json", {"stage": "tune"})
         return cfg, paths
 
@@ -310,6 +312,15 @@ def test_both_variants_follow_the_contract(setup):
         assert summary["prompt"]["soft_prompt"] == (variant == "sptar")
         assert summary["prompt"]["prefix_tokens"] > 0
         assert summary["retried"] > 0  # the tiny model writes empty lines: retries happen
+    # the sptar prompt cuts its example as the soft prompt was tuned (examples.json "prompt")
+    from sptar.models import load_tokenizer
+    from sptar.prompts import PromptFormat
+
+    examples = [(pair["doc"], pair["query"])
+                for pair in read_json(paths.stage("tune") / "examples.json")["chosen"]]
+    tuned = PromptFormat(load_tokenizer(cfg.models.llm), "sptar", max_example_doc_tokens=12,
+                         max_query_tokens=6)
+    assert manifest["summary"]["prompt"]["prefix_tokens"] == 4 + len(tuned.prefix_ids(examples))
     inpars = read_queries(paths.stage("generate", "inpars") / "queries.jsonl")
     sptar = read_queries(paths.stage("generate", "sptar") / "queries.jsonl")
     assert inpars != sptar
