@@ -14,7 +14,8 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench data split tune filter train bm25 zero-shot evaluate report all clean-run
+.PHONY: help install test lint bench data split tune generate generate-inpars generate-sptar \
+	filter train bm25 zero-shot evaluate report all clean-run
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -43,6 +44,7 @@ bench: install ## speed/quality benchmarks (not part of the tests); results in b
 	$(PY) benchmarks/bench_bm25.py
 	$(PY) benchmarks/bench_faiss.py
 	$(PY) benchmarks/bench_filter.py
+	$(PY) benchmarks/bench_generate.py
 
 data: install ## copy + validate the BEIR dataset into data/beir/<name>/
 	$(call sptar,data)
@@ -52,6 +54,14 @@ split: data ## few-shot split: prompt-train / prompt-eval pairs, unlabeled pool
 
 tune: split ## soft prompt tuning + the soft prompt filter: data/runs/<pipeline>/tune/
 	$(call sptar,tune)
+
+generate-inpars: split ## weak queries for the unlabeled pool with the InPars few-shot prompt
+	$(call sptar,generate --variant inpars)
+
+generate-sptar: tune ## weak queries for the unlabeled pool with the tuned soft prompt
+	$(call sptar,generate --variant sptar)
+
+generate: generate-inpars generate-sptar ## weak queries, both variants (resumes; see README)
 
 filter: generate ## filter both generated sets (filter.steps) into data/runs/<pipeline>/filter/<variant>/
 	$(call sptar,filter --variant sptar)

@@ -13,9 +13,19 @@ from sptar.errors import SptarError
 
 log = logging.getLogger("sptar")
 
+# run-time flags (see sptar.stages.RUN_FLAGS), added to the stages that take them
+_FLAGS = {
+    "overwrite": dict(action="store_true", default=None,
+                      help="discard unfinished output written with a different config"),
+    "shard": dict(type=int, metavar="I", help="run shard I of --num-shards (0-based);"
+                  " default: $RANK under torchrun/accelerate, else 0"),
+    "num_shards": dict(type=int, metavar="N", help="split the work into N shards;"
+                       " default: $WORLD_SIZE, else 1"),
+}
+
 
 def _parser() -> argparse.ArgumentParser:
-    from sptar.stages import STAGES
+    from sptar.stages import RUN_FLAGS, STAGES
 
     parser = argparse.ArgumentParser(prog="sptar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -32,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="run even if the manifest says the stage is up to date")
         for option, values in options.items():
             stage.add_argument(f"--{option}", required=True, choices=values)
+        for flag in RUN_FLAGS.get(name, ()):
+            stage.add_argument(f"--{flag.replace('_', '-')}", dest=flag, **_FLAGS[flag])
     sub.add_parser("config", parents=[common], help="print the resolved config as YAML")
     return parser
 
@@ -53,10 +65,11 @@ def _main(args: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
-    from sptar.stages import STAGES, execute, paths_for
+    from sptar.stages import RUN_FLAGS, STAGES, execute, paths_for
 
     options = {name: getattr(args, name) for name in STAGES[args.command][1]}
-    execute(args.command, cfg, paths_for(cfg), force=args.force, **options)
+    flags = {name: getattr(args, name) for name in RUN_FLAGS.get(args.command, ())}
+    execute(args.command, cfg, paths_for(cfg), force=args.force, flags=flags, **options)
     return 0
 
 

@@ -105,6 +105,29 @@ class DenseConfig(Section):
     chunk_size: int = Field(2048, ge=1)  # documents per resumable encoding chunk
 
 
+class GenerateConfig(Section):
+    """Weak query generation (``sptar generate``): decoding, prompt and batching."""
+
+    queries_per_doc: int = Field(1, ge=1)
+    sample: bool = False  # false: greedy decoding
+    temperature: float = Field(0.7, gt=0)  # sampling, and every retry of an empty query
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(48, ge=1)  # generation stops earlier at the end of the line
+    max_doc_tokens: int = Field(256, ge=8)  # the document in the prompt is cut to this many tokens
+    inpars_examples: int = Field(3, ge=1)  # example pairs in the InPars prompt (from prompt-train)
+    retries: int = Field(2, ge=0)  # an empty query is re-sampled this often, then dropped
+    batch_size: int = Field(16, ge=1)  # rows decoded at once (refilled as rows finish)
+    chunk_size: int = Field(64, ge=1)  # documents per resumable part file
+    prefix_cache: bool = True  # compute the shared prompt prefix once (false: per batch)
+
+    @model_validator(mode="after")
+    def _greedy_writes_one(self) -> GenerateConfig:
+        if self.queries_per_doc > 1 and not self.sample:
+            raise ValueError("queries_per_doc > 1 needs sample: true (greedy decoding writes the"
+                             " same query every time)")
+        return self
+
+
 class EvaluateConfig(Section):
     split: str = "test"
 
@@ -266,6 +289,7 @@ class Config(Section):
     bm25: BM25Config = BM25Config()
     dense: DenseConfig = DenseConfig()
     tune: TuneConfig = TuneConfig()
+    generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     filter: FilterConfig = FilterConfig()
     train: TrainConfig = TrainConfig()

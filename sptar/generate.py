@@ -1,0 +1,539 @@
+"""Generate stage: weak queries for the unlabeled pool, with the soft prompt or the InPars prompt.
+
+Variants:
+
+- ``sptar``: the base LLM with the tuned soft prompt (``tune/adapter/``, its virtual tokens
+  first) and the in-context examples the soft prompt filter chose (``tune/examples.json``).
+- ``inpars``: the same LLM, no soft prompt, InPars' "vanilla" few-shot prompt with
+  ``generate.inpars_examples`` pairs from the labeled prompt-train set (distinct queries,
+  chosen by seed).
+
+Reads: ``data/beir/<dataset>/corpus.jsonl``, ``split/`` (the unlabeled pool; prompt-train pairs
+for ``inpars``), ``tune/`` (``sptar``).
+Writes to ``data/runs/<experiment>/generate/<variant>/``:
+
+- ``queries.jsonl``: BEIR queries with ids ``gen-<docid>-<k>`` and ``metadata``
+  ``{"doc_id", "logprob" (mean log-probability of the generated tokens, end of line included),
+  "variant"}``, in pool order;
+- ``qrels/train.tsv``: each generated query -> its source document (score 1);
+- ``dropped.jsonl``: ``{"query_id", "doc_id", "reason", "attempts", "raw"}`` for each query that
+  stayed empty after ``generate.retries`` re-samplings;
+- ``manifest.json``: counts, throughput (docs/s, generated and prompt tokens), examples used.
+
+Decoding (:mod:`sptar.decoding`): greedy unless ``generate.sample``; one line per query (stop at
+the end of the line); the shared prefix's key/value cache is computed once. Post-processing as
+SPTAR's: first line, strip an echo of the prompt label (``Relevant Query:``), cut a repeated tail.
+
+Resuming and sharding: the documents, sorted by prompt length (longest first), are cut into
+chunks of ``generate.chunk_size``; each chunk is written atomically as ``parts/chunk-NNNNNN.jsonl``
+when done. A restarted run skips the chunks that exist, so nothing is generated twice or lost;
+``parts/run.json`` records what the chunks were made with, and a run with another config (or
+model, inputs, device) refuses to mix with them unless ``--overwrite``. Shard ``i`` of ``n``
+(``--shard/--num-shards``, or ``$RANK``/``$WORLD_SIZE`` under torchrun/accelerate) does chunks
+``c`` with ``c % n == i``: chunk contents and batches do not depend on the sharding, so the
+output is the same byte for byte. Whichever process finds every chunk present when it finishes
+(the last shard to end, or any later ``sptar generate`` run) merges them, in pool order, into
+the final files, removes ``parts/``, and writes the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sptar.atomic import file_lock, remove_stale_temporaries
+from sptar.config import Config
+from sptar.errors import SptarError
+from sptar.formats import (
+    Corpus,
+    doc_text,
+    iter_jsonl,
+    read_corpus,
+    read_json,
+    write_json,
+    write_jsonl,
+    write_qrels,
+    write_queries,
+)
+from sptar.manifest import input_hashes
+from sptar.paths import Paths
+from sptar.stages import PARTIAL
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("sptar", "inpars")
+PARTS = "parts"
+FORMAT_VERSION = 1  # bump when the chunk records or the post-processing change
+
+
+# ---------------------------------------------------------------- post-processing
+
+_LABEL = re.compile(r"^(?:relevant\s+)?(?:query|question)\s*\d*\s*:\s*", re.IGNORECASE)
+_PROMPT_BLOCK = re.compile(r"^(?:document|example\s*\d*)\s*:", re.IGNORECASE)
+_QUOTES = "\"'`“”‘’"
+
+
+def clean_query(raw: str) -> tuple[str, str | None]:
+    """``(query, None)``, or ``("", reason)`` when nothing usable was written.
+
+    SPTAR's post-processing: keep the first line, drop an echoed prompt label such as
+    ``Relevant Query:``, strip quotes, and cut a tail that repeats itself.
+    """
+    line = re.split(r"[\r\n]", raw, maxsplit=1)[0]
+    text = " ".join(line.split())
+    while (match := _LABEL.match(text)) is not None:
+        text = text[match.end():]
+    if _PROMPT_BLOCK.match(text):
+        return "", "prompt echo"
+    text = text.strip(_QUOTES + " ")
+    text = cut_repeated_tail(text)
+    if not any(ch.isalnum() for ch in text):
+        return "", "empty"
+    return text, None
+
+
+def cut_repeated_tail(text: str) -> str:
+    """Keep one copy of a word sequence that repeats at the end (``a b c a b c a`` -> ``a b c``).
+
+    A period of one word needs three copies (``the the the``), longer periods two. Among all
+    repeating tails the one that starts earliest wins.
+    """
+    words = text.split()
+    folded = [w.lower() for w in words]
+    n = len(words)
+    best = n
+    for period in range(1, n // 2 + 1):
+        start = n - period
+        while start > 0 and folded[start - 1] == folded[start - 1 + period]:
+            start -= 1
+        copies = 3 if period == 1 else 2
+        if n - start >= copies * period:
+            best = min(best, start + period)
+    return " ".join(words[:best]) if best < n else text
+
+
+# ---------------------------------------------------------------- prompts
+
+
+@dataclass
+class Prompt:
+    """What every document's prompt shares: the examples, and the soft prompt (sptar)."""
+
+    style: str
+    examples: list[tuple[str, str]]  # (document text, query)
+    example_ids: list[list[str]]  # [query id, doc id] of each example
+    adapter: Path | None = None
+    limits: dict[str, int] = field(default_factory=dict)  # PromptFormat token limits of tuning
+
+    def format(self, tokenizer, max_doc_tokens: int):
+        """The prompt format: the document cut to ``max_doc_tokens``, examples as tuned."""
+        from sptar.prompts import PromptFormat
+
+        return PromptFormat(tokenizer, style=self.style, max_doc_tokens=max_doc_tokens,
+                            **self.limits)
+
+
+def inpars_examples(cfg: Config, paths: Paths, corpus: Corpus) -> Prompt:
+    """``generate.inpars_examples`` prompt-train pairs, one per query, chosen by seed."""
+    from sptar.split import load_split
+
+    split = load_split(paths)
+    wanted = cfg.generate.inpars_examples
+    query_ids = sorted(split.prompt_train)
+    if wanted > len(query_ids):
+        raise SptarError(f"generate.inpars_examples is {wanted}, but the split has only"
+                         f" {len(query_ids)} prompt-train queries (fix: lower it)")
+    chosen = random.Random(cfg.seed).sample(query_ids, wanted)
+    pairs = [(qid, sorted(split.prompt_train[qid])[0]) for qid in chosen]
+    return Prompt("inpars", [(doc_text(corpus[did]), split.queries[qid]) for qid, did in pairs],
+                  [[qid, did] for qid, did in pairs])
+
+
+def sptar_examples(paths: Paths) -> Prompt:
+    """The examples the soft prompt filter chose, and the tuned adapter.
+
+    When ``examples.json`` records the prompt limits the soft prompt was tuned with
+    (``"prompt": {"max_example_doc_tokens", "max_query_tokens"}``), the examples are cut the same
+    way here; the document itself is cut to ``generate.max_doc_tokens``.
+    """
+    folder = paths.stage("tune")
+    path, adapter = folder / "examples.json", folder / "adapter"
+    data = read_json(path)
+    chosen = data.get("chosen") if isinstance(data, dict) else None
+    if not isinstance(chosen, list) or not all(
+            isinstance(pair, dict) and isinstance(pair.get("doc"), str)
+            and isinstance(pair.get("query"), str) for pair in chosen):
+        raise SptarError(f"{path}: expected \"chosen\": a list of {{\"doc\", \"query\"}} pairs"
+                         " (fix: re-run sptar tune)")
+    if not (adapter / "adapter_config.json").is_file():
+        raise SptarError(f"{adapter}: no adapter_config.json (fix: re-run sptar tune)")
+    tuned = data.get("prompt") if isinstance(data.get("prompt"), dict) else {}
+    limits = {key: int(tuned[key]) for key in ("max_example_doc_tokens", "max_query_tokens")
+              if isinstance(tuned.get(key), int)}
+    return Prompt("sptar", [(pair["doc"], pair["query"]) for pair in chosen],
+                  [[str(pair.get("query_id", "")), str(pair.get("doc_id", ""))] for pair in chosen],
+                  adapter, limits)
+
+
+def soft_prompt_embeddings(model, adapter: Path):
+    """``[1, n_virtual, hidden]`` embeddings of a PEFT prompt-tuning adapter for ``model``."""
+    from peft import PeftModel, PeftType
+
+    peft_model = PeftModel.from_pretrained(model, str(adapter))
+    peft_type = peft_model.active_peft_config.peft_type
+    if peft_type != PeftType.PROMPT_TUNING:
+        raise SptarError(f"{adapter}: a {peft_type} adapter, expected prompt tuning"
+                         " (fix: re-run sptar tune)")
+    soft = peft_model.get_prompt(batch_size=1).detach()
+    return peft_model.get_base_model(), soft
+
+
+# ---------------------------------------------------------------- work items
+
+
+@dataclass
+class Item:
+    """One query to write: document ``doc_id``, query number ``k``."""
+
+    doc_id: str
+    k: int
+    doc_ids: list[int]  # token ids of the document block
+    text: str = ""
+    reason: str | None = "not generated"
+    raw: str = ""
+    logprob: float | None = None
+    attempts: int = 0
+    new_tokens: int = 0
+    prompt_tokens: int = 0
+
+    def record(self) -> dict[str, Any]:
+        return {"doc_id": self.doc_id, "k": self.k, "text": self.text or None,
+                "logprob": None if self.logprob is None else round(self.logprob, 6),
+                "reason": self.reason, "raw": self.raw, "attempts": self.attempts,
+                "new_tokens": self.new_tokens, "prompt_tokens": self.prompt_tokens}
+
+
+def query_id(doc_id: str, k: int) -> str:
+    return f"gen-{doc_id}-{k}"
+
+
+def row_seed(seed: int, doc_id: str, k: int, attempt: int) -> int:
+    """The sampling seed of one (document, query, attempt): independent of batches and shards."""
+    digest = hashlib.sha256(f"{seed}\t{doc_id}\t{k}\t{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def generate_items(items: list[Item], generator, tokenizer, cfg: Config,
+                   prefix_len: int) -> None:
+    """Fill in every item: the first attempt as configured, empty ones re-sampled (retries).
+
+    ``generator.generate`` gets all pending items at once (it batches them itself).
+    """
+    from sptar.decoding import Sampling
+
+    gen = cfg.generate
+    first = Sampling(gen.sample, gen.temperature, gen.top_p)
+    retry = Sampling(True, gen.temperature, gen.top_p)
+    pending = items
+    for attempt in range(gen.retries + 1):
+        sampling = first if attempt == 0 else retry
+        seeds = [row_seed(cfg.seed, it.doc_id, it.k, attempt) for it in pending]
+        lines = generator.generate([it.doc_ids for it in pending], sampling,
+                                   seeds if sampling.sample else None)
+        for item, line in zip(pending, lines, strict=True):
+            item.raw = tokenizer.decode(line.token_ids, skip_special_tokens=True)
+            item.raw = re.split(r"[\r\n]", item.raw, maxsplit=1)[0]
+            item.text, item.reason = clean_query(item.raw)
+            item.logprob = line.mean_logprob if item.text else None
+            item.attempts += 1
+            item.new_tokens += len(line.token_ids)
+            item.prompt_tokens += prefix_len + len(item.doc_ids)
+        pending = [it for it in pending if not it.text]
+        if not pending:
+            break
+    for item in pending:
+        item.reason = f"{item.reason} after {item.attempts} attempt(s)"
+
+
+# ---------------------------------------------------------------- chunks on disk
+
+
+@dataclass
+class Workspace:
+    """``parts/`` of one variant: the run fingerprint and one JSONL file per finished chunk."""
+
+    folder: Path
+    parts: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parts = self.folder / PARTS
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / f".{PARTS}.lock"
+
+    def chunk(self, number: int) -> Path:
+        return self.parts / f"chunk-{number:06d}.jsonl"
+
+    def done(self, count: int) -> list[int]:
+        return [c for c in range(count) if self.chunk(c).is_file()]
+
+    def claim(self, fingerprint: dict[str, Any], overwrite: bool, sole_writer: bool) -> int:
+        """Check ``parts/run.json`` against ``fingerprint`` (or start it); return chunks present."""
+        run_file = self.parts / "run.json"
+        with file_lock(self.lock):
+            if run_file.is_file():
+                old = read_json(run_file)
+                if old != fingerprint:
+                    changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+                    if not overwrite:
+                        raise SptarError(
+                            f"{self.parts}: unfinished output of an earlier run with another"
+                            f" {', '.join(changed)} (fix: restore that config to resume, or pass"
+                            " --overwrite to discard it)")
+                    log.warning("discarding %s (made with another %s)", self.parts, ", ".join(changed))
+                    shutil.rmtree(self.parts)
+            elif self.parts.is_dir():
+                shutil.rmtree(self.parts)  # chunks without a fingerprint cannot be trusted
+            if sole_writer:
+                remove_stale_temporaries(self.parts)
+            if not run_file.is_file():
+                write_json(run_file, fingerprint)
+            return len(list(self.parts.glob("chunk-*.jsonl")))
+
+    def write_chunk(self, number: int, header: dict[str, Any], items: Sequence[Item]) -> None:
+        write_jsonl(self.chunk(number), [header, *(item.record() for item in items)])
+
+    def read_chunks(self, count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        headers, records = [], []
+        for number in range(count):
+            rows = iter_jsonl(self.chunk(number))
+            headers.append(next(rows)[1])
+            records.extend(row for _, row in rows)
+        return headers, records
+
+
+def plan_chunks(doc_ids: Sequence[str], doc_tokens: dict[str, list[int]],
+                chunk_size: int) -> list[list[str]]:
+    """Documents sorted by prompt length (longest first, then id), cut into chunks."""
+    ordered = sorted(doc_ids, key=lambda d: (-len(doc_tokens[d]), d))
+    return [ordered[i:i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+
+
+def resolve_shard(shard: int | None, num_shards: int | None) -> tuple[int, int]:
+    """``(shard, num_shards)`` from the flags, else from torchrun/accelerate's environment."""
+    if num_shards is None:
+        num_shards = int(os.environ.get("WORLD_SIZE", "1"))
+        if shard is None:
+            shard = int(os.environ.get("RANK", "0"))
+    shard = 0 if shard is None else shard
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise SptarError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < num_shards"
+                         " (fix: e.g. --shard 0 --num-shards 2)")
+    return shard, num_shards
+
+
+# ---------------------------------------------------------------- stage
+
+
+def sections(variant: str) -> tuple[str, ...]:
+    from sptar.config import GenerateConfig
+
+    keys = [f"generate.{k}" for k in GenerateConfig.model_fields
+            if not (variant == "sptar" and k == "inpars_examples")]
+    return ("dataset.name", "seed", "device", "models.llm", "models.trust_remote_code", *keys)
+
+
+def output_dir(paths: Paths, variant: str) -> Path:
+    return paths.stage("generate", variant)
+
+
+def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
+    needed = [paths.beir / "manifest.json", paths.stage("split") / "manifest.json"]
+    if variant == "sptar":
+        needed.append(paths.stage("tune") / "manifest.json")
+    return needed
+
+
+def _device(cfg: Config) -> str:
+    from sptar.models import resolve_device
+
+    device = resolve_device(cfg.device)
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def fingerprint(cfg: Config, paths: Paths, variant: str, device: str) -> dict[str, Any]:
+    """What the chunks depend on: config, upstream outputs, model weights, device kind."""
+    from sptar.models import model_fingerprint, resolve_model
+
+    return {
+        "format": FORMAT_VERSION,
+        "variant": variant,
+        "config": cfg.section_hash(*sections(variant)),
+        "inputs": input_hashes([Path(p) for p in upstream(cfg, paths, variant)]),
+        "model": model_fingerprint(resolve_model(cfg.models.llm)),
+        "device": device.split(":")[0],
+    }
+
+
+def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
+        shard: int | None = None, num_shards: int | None = None) -> dict[str, Any]:
+    shard, num_shards = resolve_shard(shard, num_shards)
+    device = _device(cfg)
+    work = Workspace(output_dir(paths, variant))
+    resumed = work.claim(fingerprint(cfg, paths, variant, device), bool(overwrite),
+                         sole_writer=num_shards == 1)
+    if resumed:
+        log.info("%s: resuming, %d chunk(s) already done", work.parts, resumed)
+
+    corpus = read_corpus(paths.beir / "corpus.jsonl")
+    prompt = sptar_examples(paths) if variant == "sptar" else inpars_examples(cfg, paths, corpus)
+    from sptar.split import load_split
+
+    pool = load_split(paths).unlabeled
+    missing = [d for d in pool if d not in corpus]
+    if missing:
+        raise SptarError(f"{paths.stage('split') / 'unlabeled_ids.txt'}: document {missing[0]!r} is"
+                         " not in the corpus (fix: re-run sptar split)")
+
+    from sptar.models import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.models.llm, cfg.models.trust_remote_code)
+    fmt = prompt.format(tokenizer, cfg.generate.max_doc_tokens)
+    doc_tokens = {d: fmt.doc_ids(doc_text(corpus[d]), len(prompt.examples)) for d in pool}
+    chunks = plan_chunks(pool, doc_tokens, cfg.generate.chunk_size)
+    mine = [c for c in range(len(chunks)) if c % num_shards == shard and not work.chunk(c).is_file()]
+    stats: dict[str, Any] = {"chunks": len(mine), "docs": sum(len(chunks[c]) for c in mine)}
+    if mine:
+        stats.update(_generate_chunks(cfg, work, chunks, mine, doc_tokens, prompt, device,
+                                      fmt, shard, num_shards))
+    with file_lock(work.lock):
+        done = work.done(len(chunks))
+        if len(done) < len(chunks):
+            return {PARTIAL: f"shard {shard}/{num_shards} finished its chunks; "
+                              f"{len(chunks) - len(done)} of {len(chunks)} chunk(s) still missing "
+                              "(the last shard to finish, or any later run, merges)"}
+        summary = merge(work, len(chunks), pool, corpus, variant)
+        shutil.rmtree(work.parts)
+    summary["this_run"] = stats
+    summary["shards"] = num_shards
+    summary["prompt"] = {"style": prompt.style, "examples": prompt.example_ids,
+                         "prefix_tokens": summary.pop("prefix_tokens"),
+                         "soft_prompt": prompt.adapter is not None, "limits": prompt.limits}
+    return summary
+
+
+def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine: list[int],
+                     doc_tokens: dict[str, list[int]], prompt: Prompt, device: str, fmt,
+                     shard: int, num_shards: int) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from sptar.decoding import LineGenerator, stop_token_ids
+    from sptar.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code)
+    soft = None
+    if prompt.adapter is not None:
+        model, soft = soft_prompt_embeddings(model, prompt.adapter)
+    prefix = fmt.prefix_ids(prompt.examples)
+    generator = LineGenerator(model, prefix, stop_ids=stop_token_ids(tokenizer),
+                              pad_id=tokenizer.pad_token_id, soft_prompt=soft,
+                              use_cache=cfg.generate.prefix_cache,
+                              max_new_tokens=cfg.generate.max_new_tokens,
+                              slots=cfg.generate.batch_size)
+    total = sum(len(chunks[c]) for c in mine)
+    label = f"generate {prompt.style}" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
+    started, new_tokens = time.perf_counter(), 0
+    with tqdm(total=total, desc=label, unit="doc") as bar:
+        for number in mine:
+            chunk_start = time.perf_counter()
+            items = [Item(doc, k, doc_tokens[doc]) for doc in chunks[number]
+                     for k in range(cfg.generate.queries_per_doc)]
+            generate_items(items, generator, tokenizer, cfg, generator.prefix_len)
+            seconds = time.perf_counter() - chunk_start
+            header = {"chunk": number, "docs": len(chunks[number]), "seconds": round(seconds, 3),
+                      "prefix_tokens": generator.prefix_len}
+            work.write_chunk(number, header, items)
+            new_tokens += sum(item.new_tokens for item in items)
+            bar.update(len(chunks[number]))
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(tok_s=f"{new_tokens / elapsed:.1f}", refresh=False)
+    elapsed = time.perf_counter() - started
+    log.info("%s: %d docs in %.1f s (%.2f docs/s, %d new tokens)", label, total, elapsed,
+             total / elapsed, new_tokens)
+    return {"seconds": round(elapsed, 3), "docs_per_s": round(total / elapsed, 4),
+            "new_tokens": new_tokens}
+
+
+def merge(work: Workspace, count: int, pool: list[str], corpus: Corpus,
+          variant: str) -> dict[str, Any]:
+    """Write the final files from the chunks, in pool order; return the summary counts."""
+    headers, records = work.read_chunks(count)
+    by_key = {(r["doc_id"], r["k"]): r for r in records}
+    per_doc: dict[str, list[dict[str, Any]]] = {}
+    for record in by_key.values():
+        per_doc.setdefault(record["doc_id"], []).append(record)
+    if set(per_doc) != set(pool) or len(by_key) != len(records):
+        raise SptarError(f"{work.parts}: the chunks do not cover the pool exactly once"
+                         " (fix: re-run with --overwrite)")
+    queries, metadata, qrels, dropped = {}, {}, {}, []
+    for doc_id in pool:
+        for record in sorted(per_doc[doc_id], key=lambda r: r["k"]):
+            qid = query_id(doc_id, record["k"])
+            if record["text"]:
+                queries[qid] = record["text"]
+                metadata[qid] = {"doc_id": doc_id, "logprob": record["logprob"], "variant": variant}
+                qrels[qid] = {doc_id: 1}
+            else:
+                dropped.append({"query_id": qid, "doc_id": doc_id, "reason": record["reason"],
+                                "attempts": record["attempts"], "raw": record["raw"]})
+    write_queries(work.folder / "queries.jsonl", queries, metadata)
+    write_qrels(work.folder / "qrels" / "train.tsv", qrels)
+    write_jsonl(work.folder / "dropped.jsonl", dropped)
+    return _summary(headers, records, queries, metadata, dropped, corpus)
+
+
+def _summary(headers, records, queries, metadata, dropped, corpus) -> dict[str, Any]:
+    seconds = sum(h["seconds"] for h in headers)
+    docs = sum(h["docs"] for h in headers)
+    new_tokens = sum(r["new_tokens"] for r in records)
+    seen: set[str] = set()
+    duplicates = title_copies = 0
+    for qid, text in queries.items():
+        folded = " ".join(text.lower().split())
+        duplicates += folded in seen
+        seen.add(folded)
+        title = " ".join(corpus[metadata[qid]["doc_id"]].get("title", "").lower().split())
+        title_copies += bool(title) and folded.strip(" .?") == title.strip(" .?")
+    logprobs = [m["logprob"] for m in metadata.values()]
+    return {
+        "documents": docs,
+        "queries": len(queries),
+        "dropped": len(dropped),
+        "retried": sum(r["attempts"] > 1 for r in records),
+        "empty_first_attempt": sum(r["attempts"] > 1 or not r["text"] for r in records),
+        "duplicate_queries": duplicates,
+        "title_copies": title_copies,
+        "mean_logprob": round(sum(logprobs) / len(logprobs), 4) if logprobs else None,
+        "generation_seconds": round(seconds, 3),
+        "docs_per_s": round(docs / seconds, 4) if seconds else None,
+        "new_tokens": new_tokens,
+        "new_tokens_per_s": round(new_tokens / seconds, 2) if seconds else None,
+        "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+        "prefix_tokens": headers[0]["prefix_tokens"] if headers else 0,
+        "mean_query_words": round(sum(len(t.split()) for t in queries.values()) / len(queries), 2)
+        if queries else 0,
+        "chunks": len(headers),
+    }
+
