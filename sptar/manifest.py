@@ -7,6 +7,7 @@ stage whose manifest matches the current config and inputs is skipped.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from importlib import metadata
@@ -31,8 +32,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def outputs_digest(folder: Path) -> str:
+    """A content hash of everything a stage wrote (its files, not its manifest or temporaries)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    for file in files:
+        digest.update(str(file.relative_to(folder)).encode() + b"\0")
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()[:16]
+
+
 def input_hashes(manifests: list[Path]) -> dict[str, str]:
-    return {str(path): sha256_file(path)[:16] for path in manifests}
+    """What a stage read: each upstream stage's output digest (so an upstream re-run that writes
+    the same files does not make the downstream stages run again)."""
+    hashes = {}
+    for path in manifests:
+        recorded = read_json(path).get("outputs")
+        hashes[str(path)] = recorded if isinstance(recorded, str) else sha256_file(path)[:16]
+    return hashes
 
 
 def is_fresh(folder: Path, config_hash: str, inputs: dict[str, str]) -> bool:
@@ -56,6 +74,7 @@ def write_manifest(folder: Path, *, stage: str, options: dict[str, Any], config:
         "config_hash": config_hash,
         "config": config,
         "inputs": inputs,
+        "outputs": outputs_digest(folder),
         "seed": seed,
         "summary": summary,
         "wall_time_s": round(finished - started, 3),

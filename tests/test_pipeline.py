@@ -53,3 +53,14 @@ def test_real_scifact_slice(scifact_slice, tmp_path, monkeypatch):
     # a ~540-document slice is easier than the full corpus (0.68 / 0.65), so both score higher
     assert report["systems"]["bm25"]["NDCG@10"] > 0.7
     assert report["systems"]["zero-shot"]["NDCG@10"] > 0.7
+
+
+def test_an_upstream_rerun_with_the_same_outputs_keeps_downstream_fresh(tiny_cfg, tiny_paths):
+    cfg = tiny_cfg()
+    _run_all(cfg, tiny_paths)
+    bm25_before = read_json(tiny_paths.stage("evaluate", "bm25") / "manifest.json")
+    report_before = read_json(tiny_paths.stage("report") / "manifest.json")
+    execute("data", cfg, tiny_paths, force=True)  # same files written again, new manifest
+    _run_all(cfg, tiny_paths)
+    assert read_json(tiny_paths.stage("evaluate", "bm25") / "manifest.json") == bm25_before
+    assert read_json(tiny_paths.stage("report") / "manifest.json") == report_before
