@@ -4,23 +4,24 @@ Usage: python benchmarks/tune_figures.py [pipeline] [n_samples]   (after `sptar 
 
 Prints the eval loss and perplexity of the prompt-eval queries for the untuned LLM with the
 hand-written InPars prompt, the tuned soft prompt with random examples and with the examples the
-soft prompt filter chose; then greedy queries the tuned prompt writes for held-out prompt-eval
-documents (pairs used for no choice) next to their true queries; then wall time and seconds per
-step. Writes benchmarks/results/tune-<pipeline>.json.
+soft prompt filter chose; then wall time and seconds per step; then greedy queries the tuned
+prompt (with the chosen examples) writes for held-out prompt-eval documents (pairs used for no
+choice), next to their true queries and to what the untuned LLM writes with the InPars prompt. Writes benchmarks/results/tune-<pipeline>.json.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
-from common import report
+from common import RESULTS, report
 
 from sptar.config import load_config
 from sptar.formats import read_json
 from sptar.stages import paths_for
 
 
-def generate_queries(peft_model, tokenizer, fmt, docs, examples, max_new_tokens: int) -> list[str]:
+def generate_queries(model, tokenizer, fmt, docs, examples, max_new_tokens: int) -> list[str]:
     """Greedy decoding, one document at a time, stopped at the end of the line."""
     import torch
 
@@ -30,7 +31,7 @@ def generate_queries(peft_model, tokenizer, fmt, docs, examples, max_new_tokens:
     for doc in docs:
         ids = torch.tensor([fmt.prefix_ids(examples) + fmt.doc_ids(doc, len(examples))])
         with torch.no_grad():
-            out = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                       max_new_tokens=max_new_tokens, do_sample=False,
                                       eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
         text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
@@ -71,16 +72,23 @@ def main(pipeline: str = "scifact-quick", n_samples: int = 10) -> None:
     peft_model, tokenizer = load_tuned(cfg, paths, "cpu")
     fmt = prompt_format(cfg, tokenizer)
     docs = [data.texts[pair][0] for pair in held_out]
-    written = generate_queries(peft_model, tokenizer, fmt, docs, load_examples(paths),
+    chosen = load_examples(paths)
+    written = generate_queries(peft_model, tokenizer, fmt, docs, chosen, cfg.tune.max_query_tokens)
+    # the untuned LLM with the hand-written InPars prompt and the same examples, for comparison
+    untuned = generate_queries(peft_model.get_base_model(), tokenizer,
+                               prompt_format(cfg, tokenizer, "inpars"), docs, chosen,
                                cfg.tune.max_query_tokens)
     samples = [{"doc_id": did, "doc": fmt.truncate(data.texts[(qid, did)][0], 40) + " ...",
-                "true_query": data.texts[(qid, did)][1], "generated": query}
-               for (qid, did), query in zip(held_out, written, strict=True)]
+                "true_query": data.texts[(qid, did)][1], "tuned": query, "untuned_inpars": plain}
+               for (qid, did), query, plain in zip(held_out, written, untuned, strict=True)]
     for number, sample in enumerate(samples, start=1):
-        print(f"{number:2d}. doc {sample['doc_id']}: {sample['doc']}\n    true:      {sample['true_query']}"
-              f"\n    generated: {sample['generated']}")
-    report(f"tune-{pipeline}", rows, notes)
-    report(f"tune-{pipeline}-samples", samples)
+        print(f"{number:2d}. doc {sample['doc_id']}: {sample['doc']}\n    true:           "
+              f"{sample['true_query']}\n    tuned:          {sample['tuned']}\n    untuned InPars: "
+              f"{sample['untuned_inpars']}")
+    notes["samples"] = samples
+    report(f"tune-{pipeline}", rows, {k: v for k, v in notes.items() if k != "samples"})
+    (RESULTS / f"tune-{pipeline}.json").write_text(json.dumps({"rows": rows, "notes": notes}, indent=2,
+                                                               ensure_ascii=False))
 
 
 if __name__ == "__main__":

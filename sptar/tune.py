@@ -457,7 +457,7 @@ def write_loss_curve(path: Path, log_rows: Sequence[dict[str, Any]], untuned: fl
 
     steps = [r for r in log_rows if r["type"] == "step"]
     evals = [r for r in log_rows if r["type"] == "eval"]
-    window = max(1, len(steps) // 10)
+    window = max(1, len(steps) // 5)
     smooth = [sum(r["loss"] for r in steps[max(0, i + 1 - window):i + 1]) / min(window, i + 1)
               for i in range(len(steps))]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
