@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 VARIANTS = ("sptar", "inpars")
 PARTS = "parts"
-FORMAT_VERSION = 1  # bump when the chunk records or the post-processing change
+FORMAT_VERSION = 2  # bump when the chunk records or the post-processing change
 
 
 # ---------------------------------------------------------------- post-processing
@@ -102,22 +102,33 @@ def clean_query(raw: str) -> tuple[str, str | None]:
 
 
 def cut_repeated_tail(text: str) -> str:
-    """Keep one copy of a word sequence that repeats at the end (``a b c a b c a`` -> ``a b c``).
+    """Keep one copy of what the model started to repeat.
 
-    A period of one word needs three copies (``the the the``), longer periods two. Among all
-    repeating tails the one that starts earliest wins.
+    - a word sequence repeating at the end: ``a b c a b c a`` -> ``a b c`` (a period of one word
+      needs three copies, ``the the the``; longer periods two; the last word may be cut short,
+      as when ``max_new_tokens`` ends the line mid-word);
+    - a restart: the query's first three words again after a sentence end (``What is the X? What
+      is the Y`` -> ``What is the X?``).
     """
     words = text.split()
     folded = [w.lower() for w in words]
     n = len(words)
+
+    def same(i: int, j: int) -> bool:  # word j repeats word i (the last word may be partial)
+        return folded[i] == folded[j] or (j == n - 1 and folded[i].startswith(folded[j]))
+
     best = n
     for period in range(1, n // 2 + 1):
         start = n - period
-        while start > 0 and folded[start - 1] == folded[start - 1 + period]:
+        while start > 0 and same(start - 1, start - 1 + period):
             start -= 1
         copies = 3 if period == 1 else 2
         if n - start >= copies * period:
             best = min(best, start + period)
+    for i in range(3, best - 2):
+        if folded[i:i + 3] == folded[:3] and any(mark in words[i - 1] for mark in ".?!"):
+            best = i
+            break
     return " ".join(words[:best]) if best < n else text
 
 

@@ -172,6 +172,17 @@ def test_cut_repeated_tail_keeps_ordinary_text():
     assert cut_repeated_tail("very very good") == "very very good"
     assert cut_repeated_tail("a b c a b c a b") == "a b c"
     assert cut_repeated_tail("x y z") == "x y z"
+    assert cut_repeated_tail("the role of p53 and the role of mdm2") == "the role of p53 and the role of mdm2"
+    assert cut_repeated_tail("What is the X? What is the Y") == "What is the X?"
+
+
+def test_cut_repeated_tail_real_cases():
+    # seen in SmolLM2 output on SciFact: a loop cut mid-word by max_new_tokens, and a restart
+    assert cut_repeated_tail("HESO1 is a 2'-O-methylase that is a 2'-O-methylase that is a 2") \
+        == "HESO1 is a 2'-O-methylase that"
+    assert cut_repeated_tail("The genetic basis of the familial deletion of LMNA is known.9,10"
+                             " The genetic basis of the familial LMNA") \
+        == "The genetic basis of the familial deletion of LMNA is known.9,10"
 
 
 # ---------------------------------------------------------------- decoding
