@@ -79,7 +79,8 @@ class ModelsConfig(Section):
 
     llm: str = "smollm2-135m"
     encoder: str = "all-minilm-l6-v2"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run Python code shipped with a model: only for models you trust
+    download: bool = False  # fetch a Hugging Face id missing from the local cache (else: local only)
 
 
 class BM25Config(Section):
