@@ -110,7 +110,8 @@ def load_tuned(cfg: Config, paths: Paths, device: str = "auto"):
 def load_examples(paths: Paths) -> list[Example]:
     """The in-context example pairs the soft prompt filter chose, as ``(doc, query)``."""
     path = output_dir(paths) / EXAMPLES
-    chosen = read_json(path).get("chosen")
+    data = read_json(path)
+    chosen = data.get("chosen") if isinstance(data, dict) else None
     if not isinstance(chosen, list) or not all(
             isinstance(item, dict) and isinstance(item.get("doc"), str)
             and isinstance(item.get("query"), str) for item in chosen):
