@@ -16,10 +16,12 @@ transformers and sentence-transformers default).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from sptar.atomic import atomic_dir, file_lock
@@ -113,10 +115,12 @@ def _converted_smollm2() -> Path:
         check_disk_space(target.parent, SMOLLM2_BYTES, "the converted SmolLM2 weights")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF,
-                                                     trust_remote_code=False, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF,
-                                                  trust_remote_code=False, local_files_only=True)
+        with hub_access(False):
+            model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF,
+                                                         trust_remote_code=False,
+                                                         local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF,
+                                                      trust_remote_code=False, local_files_only=True)
         # The weights are dequantised on load; drop the GGUF marker so they can be saved.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -128,6 +132,21 @@ def _converted_smollm2() -> Path:
 
 
 # ---------------------------------------------------------------- loading
+
+
+@contextlib.contextmanager
+def hub_access(download: bool) -> Iterator[None]:
+    """Unless ``download``, the Hugging Face libraries are offline (``HF_HUB_OFFLINE``) inside:
+    ``local_files_only`` alone is not enough, as huggingface_hub 2.x contacts the hub for a
+    Hugging Face id even then (to build its user-agent header)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or not download
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _load_error(name: str, exc: Exception) -> SptarError:
@@ -151,9 +170,10 @@ def load_causal_lm(name: str, device: str = "auto", trust_remote_code: bool = Fa
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     tokenizer = load_tokenizer(name, trust_remote_code, download)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, use_safetensors=None,
-                                                     trust_remote_code=trust_remote_code,
-                                                     local_files_only=not download)
+        with hub_access(download):
+            model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, use_safetensors=None,
+                                                         trust_remote_code=trust_remote_code,
+                                                         local_files_only=not download)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     model.to(device).eval()
@@ -165,9 +185,10 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, download: bool = 
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name),
-                                                  trust_remote_code=trust_remote_code,
-                                                  local_files_only=not download)
+        with hub_access(download):
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(name),
+                                                      trust_remote_code=trust_remote_code,
+                                                      local_files_only=not download)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     if tokenizer.pad_token is None:
@@ -182,9 +203,10 @@ def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = N
 
     resolved = resolve_model(name)
     try:
-        model = SentenceTransformer(resolved, device=resolve_device(device),
-                                    trust_remote_code=trust_remote_code,
-                                    local_files_only=not download)
+        with hub_access(download):
+            model = SentenceTransformer(resolved, device=resolve_device(device),
+                                        trust_remote_code=trust_remote_code,
+                                        local_files_only=not download)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     if max_seq_length:

@@ -180,3 +180,14 @@ def test_data_stage_downloads_only_when_asked(tiny_cfg, tmp_path, monkeypatch):
     off = tiny_cfg("dataset.mirror=null", "dataset.download=false", "dataset.name=scifact")
     with pytest.raises(SptarError, match="no mirror configured and downloads are off"):
         execute("data", off, paths_for(off, tmp_path / "b"))
+
+
+def test_hub_access_is_offline_unless_downloads_are_allowed(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with sptar.models.hub_access(False):
+        assert constants.HF_HUB_OFFLINE is True
+    assert constants.HF_HUB_OFFLINE is False
+    with sptar.models.hub_access(True):
+        assert constants.HF_HUB_OFFLINE is False
