@@ -84,16 +84,18 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> None:
-    """Delete leftovers of writes that were killed half-way inside ``folder``: the ``.*.tmp``
-    siblings of :func:`atomic_write` / :func:`atomic_dir` and the ``.*.old-<pid>`` folders
-    :func:`atomic_dir` moves aside; with ``name``, only those of the output called ``name``."""
+def remove_stale_temporaries(folder: str | Path, name: str | None = None,
+                             recursive: bool = False) -> None:
+    """Delete leftovers of writes that were killed half-way inside ``folder`` (and its
+    subfolders if ``recursive``): the ``.*.tmp`` siblings of :func:`atomic_write` /
+    :func:`atomic_dir` and the ``.*.old-<pid>`` folders :func:`atomic_dir` moves aside; with
+    ``name``, only those of the output called ``name``."""
     folder = Path(folder)
     if not folder.is_dir():
         return
     stem = "*" if name is None else glob.escape(name)
     for pattern in (f".{stem}.*.tmp", f".{stem}.old-*"):
-        for leftover in folder.glob(pattern):
+        for leftover in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

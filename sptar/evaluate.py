@@ -67,7 +67,7 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
         fingerprint += sha256_file(paths.stage("train", system) / "manifest.json")[:16]
     key = embedding_key(fingerprint, sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
     cache_dir = paths.cache / "embeddings" / key
-    if not (cache_dir / "embeddings.npy").is_file():
+    if not (cache_dir / "ids.json").is_file():  # written last: the cache is not complete
         remove_stale_temporaries(cache_dir)  # what a killed encoding was writing
         dim = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)() or 1024
         check_disk_space(cache_dir, embeddings_bytes(len(corpus), dim), "the corpus-embedding cache")

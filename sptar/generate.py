@@ -317,8 +317,7 @@ class Workspace:
             elif self.parts.is_dir():
                 shutil.rmtree(self.parts)  # chunks without a fingerprint cannot be trusted
             if sole_writer:
-                remove_stale_temporaries(self.parts)
-                remove_stale_temporaries(self.folder)
+                remove_stale_temporaries(self.folder, recursive=True)
             if not run_file.is_file():
                 write_json(run_file, fingerprint)
             return len(list(self.parts.glob("chunk-*.jsonl")))

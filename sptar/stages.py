@@ -105,7 +105,7 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
         return read_manifest(folder) or {}
     (folder / MANIFEST).unlink(missing_ok=True)  # a re-run never leaves an old manifest behind
     if not RUN_FLAGS.get(stage):  # a stage run as several processes (shards) cleans up itself
-        remove_stale_temporaries(folder)  # what a killed run was writing
+        remove_stale_temporaries(folder, recursive=True)  # what a killed run was writing
         remove_stale_temporaries(folder.parent, folder.name)
     log.info("%s: running -> %s", label, folder)
     seed_everything(cfg.seed)
