@@ -8,13 +8,17 @@ process never leaves a half-written output behind under the real name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import glob
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from sptar.errors import SptarError
 
 
 @contextlib.contextmanager
@@ -31,9 +35,10 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_if_disk_full(exc, path)
         raise
 
 
@@ -52,9 +57,18 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_if_disk_full(exc, path)
         raise
+
+
+def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
+    """A full disk (or quota) while writing ``path`` is a one-line error, not a traceback."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise SptarError(f"{path}: no space left on the device while writing it; nothing was"
+                         " replaced (fix: free disk space, or move the data folder with"
+                         " SPTAR_DATA_DIR)") from exc
 
 
 @contextlib.contextmanager
@@ -70,13 +84,19 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete leftovers of writes that were killed half-way (``.*.tmp`` siblings)."""
+def remove_stale_temporaries(folder: str | Path, name: str | None = None,
+                             recursive: bool = False) -> None:
+    """Delete leftovers of writes that were killed half-way inside ``folder`` (and its
+    subfolders if ``recursive``): the ``.*.tmp`` siblings of :func:`atomic_write` /
+    :func:`atomic_dir` and the ``.*.old-<pid>`` folders :func:`atomic_dir` moves aside; with
+    ``name``, only those of the output called ``name``."""
     folder = Path(folder)
     if not folder.is_dir():
         return
-    for leftover in folder.glob(".*.tmp"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+    stem = "*" if name is None else glob.escape(name)
+    for pattern in (f".{stem}.*.tmp", f".{stem}.old-*"):
+        for leftover in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)

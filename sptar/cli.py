@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from sptar.errors import SptarError
@@ -60,6 +61,8 @@ def _main(args: argparse.Namespace) -> int:
     from sptar.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if not cfg.models.download:  # the Hugging Face libraries, imported later, stay offline
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.command == "config":
         import yaml
 

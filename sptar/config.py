@@ -79,7 +79,8 @@ class ModelsConfig(Section):
 
     llm: str = "smollm2-135m"
     encoder: str = "all-minilm-l6-v2"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run Python code shipped with a model: only for models you trust
+    download: bool = False  # fetch a Hugging Face id missing from the local cache (else: local only)
 
 
 class BM25Config(Section):
@@ -339,15 +340,20 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     path = resolve_config_path(name_or_path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SptarError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                         " (fix: re-encode the file as UTF-8)") from None
     try:
         raw = yaml.safe_load(text)
         lines = _key_lines(yaml.compose(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SptarError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
-                         " (fix: correct the YAML syntax)") from None
+        detail = " ".join(str(getattr(exc, "problem", None) or getattr(exc, "reason", None)
+                              or exc).split())
+        raise SptarError(f"{where}: not valid YAML ({detail}) (fix: correct the YAML syntax)") from None
     if not isinstance(raw, dict):
         raise SptarError(f"{path}: expected a mapping of sections at the top level"
                          " (fix: see pipelines/scifact-quick.yaml)")

@@ -25,6 +25,7 @@ from sptar.config import Config
 from sptar.errors import SptarError, input_error
 from sptar.formats import Corpus, Qrels, Queries, read_corpus, read_qrels, read_queries
 from sptar.paths import Paths
+from sptar.resources import check_disk_space
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ def run(cfg: Config, paths: Paths) -> dict:
     needed = [cfg.evaluate.split] + ([] if cfg.split.source_split == "auto" else [cfg.split.source_split])
     for name in needed:
         dataset.split(name)
+    files = [source / "corpus.jsonl", source / "queries.jsonl",
+             *(source / "qrels" / f"{split}.tsv" for split in dataset.qrels)]
+    check_disk_space(paths.beir.parent, sum(f.stat().st_size for f in files), "the dataset copy")
     with atomic_dir(paths.beir) as tmp:
         (tmp / "qrels").mkdir()
         for name in ("corpus.jsonl", "queries.jsonl"):

@@ -52,7 +52,8 @@ def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path) -> n
 
     final = cache_dir / "embeddings.npy"
     ids = list(corpus)
-    if final.is_file() and read_json(cache_dir / "ids.json") == ids:
+    listed = cache_dir / "ids.json"  # written after embeddings.npy: a kill may leave it out
+    if final.is_file() and listed.is_file() and read_json(listed) == ids:
         log.info("corpus embeddings from cache %s", cache_dir)
         return np.load(final)
     cache_dir.mkdir(parents=True, exist_ok=True)

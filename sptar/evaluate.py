@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sptar.atomic import remove_stale_temporaries
 from sptar.config import Config
 from sptar.data import load_beir
 from sptar.formats import sha256_file, write_json, write_run
@@ -53,17 +54,26 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
         return BM25Searcher(corpus, cfg.bm25).search(queries)
     from sptar.dense import dense_search, embedding_key
     from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_model
+    from sptar.resources import check_disk_space, embeddings_bytes, memory_guard
 
     name = encoder_for(cfg, paths, system)
     device = resolve_device(cfg.device)
-    model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code)
+    model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code,
+                         cfg.models.download)
     fingerprint = model_fingerprint(resolve_model(name))
     if system in TRAINED_SYSTEMS:
         # model_fingerprint hashes weight files above 512 MiB by size only, which training
         # does not change: the train manifest (new on every training run) tells runs apart.
         fingerprint += sha256_file(paths.stage("train", system) / "manifest.json")[:16]
     key = embedding_key(fingerprint, sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
-    return dense_search(model, corpus, queries, cfg.dense, paths.cache / "embeddings" / key, device)
+    cache_dir = paths.cache / "embeddings" / key
+    if not (cache_dir / "ids.json").is_file():  # written last: the cache is not complete
+        remove_stale_temporaries(cache_dir)  # what a killed encoding was writing
+        dim = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)() or 1024
+        check_disk_space(cache_dir, embeddings_bytes(len(corpus), dim), "the corpus-embedding cache")
+    with memory_guard(f"evaluate {system}: encoding with {name}",
+                      {"dense.batch_size": cfg.dense.batch_size}):
+        return dense_search(model, corpus, queries, cfg.dense, cache_dir, device)
 
 
 def run(cfg: Config, paths: Paths, system: str) -> dict:

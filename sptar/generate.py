@@ -66,6 +66,7 @@ from sptar.formats import (
 )
 from sptar.manifest import input_hashes
 from sptar.paths import Paths
+from sptar.resources import check_disk_space, generated_bytes, memory_guard
 from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ class Workspace:
             elif self.parts.is_dir():
                 shutil.rmtree(self.parts)  # chunks without a fingerprint cannot be trusted
             if sole_writer:
-                remove_stale_temporaries(self.parts)
+                remove_stale_temporaries(self.folder, recursive=True)
             if not run_file.is_file():
                 write_json(run_file, fingerprint)
             return len(list(self.parts.glob("chunk-*.jsonl")))
@@ -420,15 +421,19 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
 
     from sptar.models import load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.models.llm, cfg.models.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.models.llm, cfg.models.trust_remote_code, cfg.models.download)
     fmt = prompt.format(tokenizer, cfg.generate.max_doc_tokens)
     doc_tokens = {d: fmt.doc_ids(doc_text(corpus[d]), len(prompt.examples)) for d in pool}
     chunks = plan_chunks(pool, doc_tokens, cfg.generate.chunk_size)
     mine = [c for c in range(len(chunks)) if c % num_shards == shard and not work.chunk(c).is_file()]
     stats: dict[str, Any] = {"chunks": len(mine), "docs": sum(len(chunks[c]) for c in mine)}
     if mine:
-        stats.update(_generate_chunks(cfg, work, chunks, mine, doc_tokens, prompt, device,
-                                      fmt, shard, num_shards))
+        gen = cfg.generate
+        check_disk_space(work.folder, generated_bytes(stats["docs"], gen.queries_per_doc,
+                                                      gen.max_new_tokens), "the generated queries")
+        with memory_guard(f"generate {variant}", {"generate.batch_size": gen.batch_size}):
+            stats.update(_generate_chunks(cfg, work, chunks, mine, doc_tokens, prompt, device,
+                                          fmt, shard, num_shards))
     with file_lock(work.lock):
         done = work.done(len(chunks))
         if len(done) < len(chunks):
@@ -453,7 +458,8 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
     from sptar.decoding import LineGenerator, stop_token_ids
     from sptar.models import load_causal_lm
 
-    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code)
+    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
+                                      cfg.models.download)
     soft = None
     if prompt.adapter is not None:
         model, soft = soft_prompt_embeddings(model, prompt.adapter)

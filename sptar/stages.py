@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sptar.atomic import remove_stale_temporaries
 from sptar.config import Config
 from sptar.errors import SptarError
 from sptar.manifest import MANIFEST, input_hashes, is_fresh, read_manifest, write_manifest
@@ -103,6 +104,9 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
         log.info("%s: up to date (%s), skipped", label, folder / MANIFEST)
         return read_manifest(folder) or {}
     (folder / MANIFEST).unlink(missing_ok=True)  # a re-run never leaves an old manifest behind
+    if not RUN_FLAGS.get(stage):  # a stage run as several processes (shards) cleans up itself
+        remove_stale_temporaries(folder, recursive=True)  # what a killed run was writing
+        remove_stale_temporaries(folder.parent, folder.name)
     log.info("%s: running -> %s", label, folder)
     seed_everything(cfg.seed)
     started = time.time()

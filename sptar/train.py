@@ -40,6 +40,7 @@ from sptar.formats import (
     write_jsonl,
 )
 from sptar.paths import Paths
+from sptar.resources import check_disk_space, folder_bytes, memory_guard
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,8 @@ def fit(cfg: Config, data: TrainingData, corpus: Corpus, searcher, work_dir: Pat
     from sptar.models import load_encoder
 
     tc = cfg.train
-    model = load_encoder(cfg.models.encoder, device, tc.max_seq_length, cfg.models.trust_remote_code)
+    model = load_encoder(cfg.models.encoder, device, tc.max_seq_length, cfg.models.trust_remote_code,
+                         cfg.models.download)
     evaluator = (dev_evaluator(data.dev, corpus, searcher, tc.dev_candidates, tc.batch_size)
                  if data.dev else None)
     rows: list[dict[str, Any]] = []
@@ -351,6 +353,14 @@ def pair_rows(data: TrainingData) -> list[dict[str, Any]]:
              "negatives": r.negatives} for r in data.train + data.dev]
 
 
+def _save_bytes(cfg: Config, with_dev: bool) -> int:
+    """The final model, plus the best and the latest checkpoint when a dev set selects one."""
+    from sptar.models import resolve_model
+
+    weights = folder_bytes(resolve_model(cfg.models.encoder))
+    return weights * (3 if with_dev else 1)
+
+
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
     from sptar.bm25 import BM25Searcher
     from sptar.models import resolve_device
@@ -374,7 +384,10 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
              "on %s", variant, data.count(LABELED), data.count(WEAK), data.count(DEV),
              tc.hard_negatives, device)
 
-    model, metrics, log_rows = fit(cfg, data, corpus, searcher, work_dir, device)
+    check_disk_space(folder, _save_bytes(cfg, bool(data.dev)), "the trained model (and checkpoints)")
+    with memory_guard(f"train {variant}", {"train.batch_size": tc.batch_size,
+                                           "train.max_seq_length": tc.max_seq_length}):
+        model, metrics, log_rows = fit(cfg, data, corpus, searcher, work_dir, device)
     with atomic_dir(folder / "model") as tmp:
         model.save_pretrained(str(tmp), create_model_card=False)
     write_jsonl(folder / "train_log.jsonl", log_rows)

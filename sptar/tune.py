@@ -99,7 +99,8 @@ def load_tuned(cfg: Config, paths: Paths, device: str = "auto"):
     if not (folder / "adapter_config.json").is_file():
         raise SptarError(f"{folder}: no tuned soft prompt (fix: run `sptar tune` first)")
     device = resolve_device(device)
-    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code)
+    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
+                                      cfg.models.download)
     with _quiet_peft():
         peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     peft_model.to(device).eval()
@@ -109,7 +110,8 @@ def load_tuned(cfg: Config, paths: Paths, device: str = "auto"):
 def load_examples(paths: Paths) -> list[Example]:
     """The in-context example pairs the soft prompt filter chose, as ``(doc, query)``."""
     path = output_dir(paths) / EXAMPLES
-    chosen = read_json(path).get("chosen")
+    data = read_json(path)
+    chosen = data.get("chosen") if isinstance(data, dict) else None
     if not isinstance(chosen, list) or not all(
             isinstance(item, dict) and isinstance(item.get("doc"), str)
             and isinstance(item.get("query"), str) for item in chosen):
@@ -499,7 +501,8 @@ def _wrap_with_soft_prompt(cfg: Config, model):
     config = PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.tune.n_virtual_tokens,
         prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=SOFT_PROMPT_INIT,
-        tokenizer_name_or_path=resolve_model(cfg.models.llm))
+        tokenizer_name_or_path=resolve_model(cfg.models.llm),
+        tokenizer_kwargs={"local_files_only": not cfg.models.download})
     with _quiet_peft():
         peft_model = get_peft_model(model, config)
     return peft_model.eval()  # the frozen LLM has no dropout to train; only the prompt learns
@@ -564,6 +567,17 @@ def _write_outputs(cfg: Config, paths: Paths, peft_model, data: TuneData, result
 
 
 def run(cfg: Config, paths: Paths) -> dict[str, Any]:
+    from sptar.models import resolve_device
+    from sptar.resources import memory_guard
+
+    tune = cfg.tune
+    keys = ({"tune.cuda_batch_size": tune.cuda_batch_size} if resolve_device(cfg.device).startswith("cuda")
+            else {"tune.batch_size": tune.batch_size, "tune.eval_batch_size": tune.eval_batch_size})
+    with memory_guard("tune", keys):
+        return _tune(cfg, paths)
+
+
+def _tune(cfg: Config, paths: Paths) -> dict[str, Any]:
     from sptar.models import load_causal_lm, resolve_device
 
     tune = cfg.tune
@@ -577,7 +591,8 @@ def run(cfg: Config, paths: Paths) -> dict[str, Any]:
     cuda = device.startswith("cuda")
     micro_batch = tune.cuda_batch_size if cuda else tune.batch_size
     eval_batch = 2 * tune.cuda_batch_size if cuda else tune.eval_batch_size
-    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code)
+    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
+                                      cfg.models.download)
     for param in model.parameters():
         param.requires_grad_(False)
     sptar_fmt, inpars_fmt = prompt_format(cfg, tokenizer), prompt_format(cfg, tokenizer, "inpars")

@@ -78,3 +78,15 @@ def test_dense_search_ranks_the_matching_document_first(tmp_path):
     run = dense_search(CountingEncoder(), CORPUS, {"q": "word7 shared1 extra2"}, DenseConfig(top_k=3),
                        tmp_path / "cache")
     assert len(run["q"]) == 3 and max(run["q"], key=run["q"].get) == "d7"
+
+
+def test_killed_between_the_final_array_and_its_id_list_resumes(tmp_path):
+    """embeddings.npy is written before ids.json: a kill in between must not break the cache."""
+    cfg = DenseConfig(chunk_size=6)
+    expected = encode_corpus(CountingEncoder(), CORPUS, cfg, tmp_path / "fresh")
+    cache = tmp_path / "cache"
+    encode_corpus(CountingEncoder(), CORPUS, cfg, cache)
+    (cache / "ids.json").unlink()
+    again = CountingEncoder()
+    np.testing.assert_array_equal(encode_corpus(again, CORPUS, cfg, cache), expected)
+    assert (cache / "ids.json").is_file()
