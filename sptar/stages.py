@@ -5,7 +5,8 @@ A stage is a module with four functions:
 - ``sections(**options)``: the config sections (or dotted keys) its output depends on;
 - ``output_dir(paths, **options)``: the folder it writes (and its ``manifest.json``);
 - ``upstream(cfg, paths, **options)``: the manifests of the earlier stages it reads;
-- ``run(cfg, paths, **options) -> summary``: the work; returns counts for the manifest.
+- ``run(cfg, paths, **options) -> summary``: the work; returns counts for the manifest;
+- optionally ``source_digests(cfg)``: content hashes of input files that no stage wrote.
 
 :func:`execute` checks that the upstream stages finished, skips the stage when its manifest
 matches the config and inputs, seeds, runs it, and writes the manifest last. Stage modules
@@ -38,6 +39,7 @@ STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
     "report": ("sptar.report", {}),
     "generate": ("sptar.generate", {"variant": ("sptar", "inpars")}),
+    "export": ("sptar.export", {"variant": ("sptar", "inpars")}),
 }
 # run-time flags a stage's run() also takes: they say how to run, never what the output is
 RUN_FLAGS: dict[str, tuple[str, ...]] = {
@@ -98,6 +100,8 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
     names = module.sections(**options)
     config_hash = cfg.section_hash(*names)
     inputs = input_hashes(needed)
+    if hasattr(module, "source_digests"):  # files outside the pipeline (a local corpus)
+        inputs.update(module.source_digests(cfg))
     label = " ".join([stage, *(str(v) for v in options.values())])
     if not force and is_fresh(folder, config_hash, inputs):
         log.info("%s: up to date (%s), skipped", label, folder / MANIFEST)
