@@ -16,6 +16,7 @@ import heavy libraries (torch, ...) inside functions so the CLI starts fast.
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import random
 import time
@@ -75,6 +76,37 @@ def _check_options(stage: str, options: dict[str, Any]) -> None:
     extra = set(options) - set(allowed)
     if extra:
         raise SptarError(f"sptar {stage}: unexpected option(s) {sorted(extra)}")
+
+
+def plan(cfg: Config, paths: Paths) -> list[dict[str, Any]]:
+    """A dry run: every stage with each of its options resolved without running anything or
+    loading a model: the config it depends on (a missing key fails here), its hash, its folder,
+    the manifests it needs, and its state (``done``, ``stale`` or ``not run``)."""
+    from sptar.models import ALIASES, resolve_model
+
+    for name in (cfg.models.llm, cfg.models.encoder):
+        if name not in ALIASES:  # aliases resolve by converting or finding weights: not here
+            resolve_model(name)
+    rows = []
+    for stage, (module_name, options) in STAGES.items():
+        module = importlib.import_module(module_name)
+        for values in itertools.product(*options.values()):
+            chosen = dict(zip(options, values, strict=True))
+            names = module.sections(**chosen)
+            config_hash = cfg.section_hash(*names)
+            folder = module.output_dir(paths, **chosen)
+            needed = [Path(p) for p in module.upstream(cfg, paths, **chosen)]
+            state = "not run"
+            if (folder / MANIFEST).is_file():
+                ready = all(p.is_file() for p in needed)
+                inputs = input_hashes(needed) if ready else {}
+                if ready and hasattr(module, "source_digests"):
+                    inputs.update(module.source_digests(cfg))
+                state = "done" if ready and is_fresh(folder, config_hash, inputs) else "stale"
+            rows.append({"stage": stage, "options": chosen, "sections": list(names),
+                         "config_hash": config_hash, "folder": str(folder),
+                         "upstream": [str(p) for p in needed], "state": state})
+    return rows
 
 
 def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
