@@ -124,16 +124,16 @@ GROUP_FACTS = {
 }
 
 TOPICS = {  # folder: (title template, body template, example query templates)
-    "light": ("How much light does {a_name} need",
+    "light": ("Light for the {name}",
               "The {name} ({latin}), native to {origin}, grows best in {light}. Too little light "
               "makes it leggy and pale; too much can bleach or burn the leaves. {note}",
               ["how much sun does {a_name} need", "can i keep {a_name} in a dark room"]),
-    "watering": ("Watering {a_name}",
+    "watering": ("Watering the {name}",
                  "Water {a_name} {water}. Overwatering is the most common way to lose "
                  "{a_name}: soggy roots rot and the leaves yellow. Use water at room temperature. "
                  "{note}",
                  ["how often should i water {a_name}", "{name} yellow leaves too much water"]),
-    "soil": ("Soil and repotting for {a_name}",
+    "soil": ("Soil and repotting: {name}",
              "Plant {a_name} in {soil}. Repot when roots circle the pot or grow out of the "
              "drainage holes, moving up only one pot size. {note}",
              ["best potting mix for {name}", "when to repot {a_name}"]),
@@ -142,11 +142,11 @@ TOPICS = {  # folder: (title template, body template, example query templates)
               "regularly and isolate an affected plant. Wiping or rinsing the leaves removes many "
               "pests before they spread. {note}",
               ["bugs on my {name}", "how to get rid of pests on {name}"]),
-    "propagation": ("Propagating {a_name}",
+    "propagation": ("Propagating the {name}",
                     "New {name} plants ({latin}) are easiest to raise from {propagate}. Keep "
                     "young plants warm and out of direct sun until they root. {note}",
                     ["how to propagate {name}", "can you grow {name} from cuttings"]),
-    "feeding": ("Feeding {a_name}",
+    "feeding": ("Feeding the {name}",
                 "Give {a_name} {feed}. Stop feeding in winter, when growth slows, and never "
                 "feed a plant whose soil is bone dry. {note}",
                 ["what fertiliser for {name}", "how often to feed {a_name}"]),
