@@ -262,7 +262,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 
 def iter_table(path: str | Path, delimiter: str,
-               required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+               required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows of a CSV (``delimiter=","``, quoted as spreadsheets write it) or TSV (``"\\t"``, no
     quoting) file with a header row naming at least the ``required`` columns, as
     ``(line number, {column: value})``."""

@@ -14,6 +14,10 @@ Writes to ``data/runs/<experiment>/split/``:
 
 Queries are sampled from the train qrels (dev when there is no train split); queries that are
 also judged in the evaluation split are never sampled, so the test split never reaches training.
+A dataset may lack the evaluation split (a local corpus without test examples). With
+``split.shrink_to_fit`` and fewer usable queries than ``n_prompt_train + n_prompt_eval`` (a small
+examples file), a third of them (at least one) go to prompt-eval and the rest (at most
+``n_prompt_train``) to prompt-train.
 """
 
 from __future__ import annotations
