@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint bench data split tune generate generate-inpars generate-sptar \
-	filter train bm25 zero-shot evaluate report all clean-run
+	filter train bm25 zero-shot evaluate report all clean-run export own-example-corpus
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -67,6 +67,17 @@ filter: generate ## filter both generated sets (filter.steps) into data/runs/<pi
 	$(call sptar,filter --variant sptar)
 	$(call sptar,filter --variant inpars)
 
+export: generate-sptar ## the filtered weak pairs + the labeled pairs as training data: data/runs/<pipeline>/export/sptar/
+	$(call sptar,filter --variant sptar)
+	$(call sptar,export --variant sptar)
+
+own-example-corpus: install ## write the example corpus of pipelines/own-example.yaml to data/own-example/
+	$(PY) -m sptar.demo_corpus data/own-example
+
+ifeq ($(PIPELINE),own-example)
+data: own-example-corpus
+endif
+
 bm25: data ## evaluate BM25 on the test split
 	$(call sptar,evaluate --system bm25)
 
@@ -87,7 +98,7 @@ report: evaluate ## write data/runs/<pipeline>/report/report.{md,json}
 	$(call sptar,report)
 	@cat data/runs/$(PIPELINE)/report/report.md
 
-all: data split tune generate filter train evaluate report ## the whole pipeline; finished stages with unchanged config are skipped
+all: data split tune generate filter export train evaluate report ## the whole pipeline; finished stages with unchanged config are skipped
 
 clean-run: ## delete data/runs/<pipeline>/ (keeps datasets, caches and converted models)
 	rm -rf data/runs/$(PIPELINE)

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         for flag in RUN_FLAGS.get(name, ()):
             stage.add_argument(f"--{flag.replace('_', '-')}", dest=flag, **_FLAGS[flag])
     sub.add_parser("config", parents=[common], help="print the resolved config as YAML")
+    sub.add_parser("plan", parents=[common], help="dry run: resolve every stage's config, folder"
+                   " and inputs, and say which stages are done (loads no model)")
     return parser
 
 
@@ -68,7 +70,13 @@ def _main(args: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
-    from sptar.stages import RUN_FLAGS, STAGES, execute, paths_for
+    from sptar.stages import RUN_FLAGS, STAGES, execute, paths_for, plan
+
+    if args.command == "plan":
+        for row in plan(cfg, paths_for(cfg)):
+            label = " ".join([row["stage"], *row["options"].values()])
+            sys.stdout.write(f"{label:<22} {row['state']:<8} {row['config_hash']}  {row['folder']}\n")
+        return 0
 
     options = {name: getattr(args, name) for name in STAGES[args.command][1]}
     flags = {name: getattr(args, name) for name in RUN_FLAGS.get(args.command, ())}

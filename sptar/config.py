@@ -39,22 +39,57 @@ def _relative(value: str | None, what: str) -> str | None:
     return value
 
 
+class CorpusSource(Section):
+    """A local document collection (``sptar.own``): JSON Lines, CSV, TSV or a folder of files.
+
+    JSON Lines with the default fields is a BEIR ``corpus.jsonl``. CSV / TSV need a header row
+    naming the columns. In a folder, every file with one of ``extensions`` (hidden ones skipped)
+    is a document whose id is its path relative to the folder; a Markdown file that starts with
+    a ``# heading`` line has that heading as its title.
+    """
+
+    path: str
+    format: Literal["auto", "jsonl", "csv", "tsv", "folder"] = "auto"  # auto: by suffix / folder
+    id_field: str = "_id"
+    title_field: str = "title"  # optional in every row (CSV/TSV: the column may be absent)
+    text_field: str = "text"
+    extensions: list[str] = [".txt", ".md"]
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        return _relative(value, "dataset.corpus.path")
+
+
 class DatasetConfig(Section):
-    """Which BEIR dataset, and where it comes from."""
+    """Which BEIR dataset, and where it comes from; or a local corpus with labeled examples."""
 
     name: str
     mirror: str | None = None  # a folder holding <name>/; else $SPTAR_DATA_MIRROR; else download
     download: bool = True  # allow downloading the official BEIR zip when no mirror has it
+    # a local corpus instead of a BEIR dataset (see sptar.own): the data stage converts it and
+    # the labeled examples (TSV/CSV/JSONL of query + doc_id or doc_text) into data/beir/<name>/
+    corpus: CorpusSource | None = None
+    examples: str | None = None  # labeled pairs: qrels/train.tsv
+    test_examples: str | None = None  # optional held-out pairs: qrels/test.tsv
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
         return check_name(value, "dataset name")
 
-    @field_validator("mirror")
+    @field_validator("mirror", "examples", "test_examples")
     @classmethod
-    def _check_mirror(cls, value: str | None) -> str | None:
-        return _relative(value, "dataset.mirror")
+    def _check_paths(cls, value: str | None, info) -> str | None:
+        return _relative(value, f"dataset.{info.field_name}")
+
+    @model_validator(mode="after")
+    def _local_needs_examples(self) -> DatasetConfig:
+        if self.corpus is None and (self.examples or self.test_examples):
+            raise ValueError("dataset.examples / test_examples need dataset.corpus (a local corpus)")
+        if self.corpus is not None and not self.examples:
+            raise ValueError("a local dataset.corpus needs dataset.examples (a few labeled pairs)")
+        return self
 
 
 class SplitConfig(Section):
@@ -72,6 +107,10 @@ class SplitConfig(Section):
     # in the evaluation split and not in the sampled labeled pairs (for corpora such as NFCorpus
     # where every document is judged in some split)
     pool: Literal["unjudged", "not-in-eval"] = "unjudged"
+    # with fewer usable labeled queries than n_prompt_train + n_prompt_eval (a small examples
+    # file), split the ones there are: a third (at least one) for prompt-eval, the rest (at most
+    # n_prompt_train) for prompt-train; false: that is an error
+    shrink_to_fit: bool = False
 
 
 class ModelsConfig(Section):
@@ -268,6 +307,14 @@ class TrainConfig(Section):
     seed: int | None = None  # None: the pipeline seed
 
 
+class ExportConfig(Section):
+    """``sptar export``: the filtered weak set plus the labeled pairs as training data files."""
+
+    gold: bool = True  # include the labeled pairs of the split (marked source: gold)
+    hard_negatives: int = Field(1, ge=0)  # BM25-mined negatives per pair (0: none)
+    hard_negative_depth: int = Field(30, ge=1)  # mined from this many BM25 results per query
+
+
 SYSTEMS = ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")
 System = Literal["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
 
@@ -294,6 +341,7 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     filter: FilterConfig = FilterConfig()
     train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
     report: ReportConfig = ReportConfig()
 
     @field_validator("experiment")

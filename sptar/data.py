@@ -2,7 +2,8 @@
 
 Reads: ``<mirror>/<name>/`` when a mirror folder is configured (``dataset.mirror``, else the
 ``SPTAR_DATA_MIRROR`` environment variable), otherwise the official BEIR zip (downloaded only
-when ``dataset.download`` is true, and checked against BEIR's published md5).
+when ``dataset.download`` is true, and checked against BEIR's published md5). With
+``dataset.corpus`` set, a local corpus and labeled examples instead (see :mod:`sptar.own`).
 Writes: ``data/beir/<name>/{corpus.jsonl, queries.jsonl, qrels/<split>.tsv, manifest.json}``.
 
 Everything is validated before anything is written (malformed JSON, missing fields, duplicate
@@ -23,7 +24,17 @@ from pathlib import Path
 from sptar.atomic import atomic_dir
 from sptar.config import Config
 from sptar.errors import SptarError, input_error
-from sptar.formats import Corpus, Qrels, Queries, read_corpus, read_qrels, read_queries
+from sptar.formats import (
+    Corpus,
+    Qrels,
+    Queries,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    write_corpus,
+    write_qrels,
+    write_queries,
+)
 from sptar.paths import Paths
 from sptar.resources import check_disk_space
 
@@ -94,7 +105,8 @@ def load_beir(folder: str | Path, splits: list[str] | None = None) -> BeirDatase
 
 
 def sections() -> tuple[str, ...]:
-    return ("dataset.name",)
+    return ("dataset.name", "dataset.corpus", "dataset.examples", "dataset.test_examples",
+            "evaluate.split")
 
 
 def output_dir(paths: Paths) -> Path:
@@ -105,7 +117,16 @@ def upstream(cfg: Config, paths: Paths) -> list[Path]:
     return []
 
 
+def source_digests(cfg: Config) -> dict[str, str]:
+    """The content hashes of a local corpus and examples: an edit there re-runs the stage."""
+    from sptar.own import source_digests as digests
+
+    return digests(cfg)
+
+
 def run(cfg: Config, paths: Paths) -> dict:
+    if cfg.dataset.corpus is not None:
+        return _convert_local(cfg, paths)
     source = _find_source(cfg, paths)
     log.info("validating %s", source)
     dataset = load_beir(source)
@@ -127,6 +148,29 @@ def run(cfg: Config, paths: Paths) -> dict:
         "queries": len(dataset.queries),
         "splits": {name: {"queries": len(q), "judgements": sum(map(len, q.values()))}
                    for name, q in dataset.qrels.items()},
+    }
+
+
+def _convert_local(cfg: Config, paths: Paths) -> dict:
+    from sptar.own import build_dataset
+
+    local = build_dataset(cfg)
+    with atomic_dir(paths.beir) as tmp:
+        write_corpus(tmp / "corpus.jsonl", local.corpus)
+        write_queries(tmp / "queries.jsonl", local.queries)
+        for split, qrels in local.qrels.items():
+            write_qrels(tmp / "qrels" / f"{split}.tsv", qrels)
+    if cfg.evaluate.split not in local.qrels:
+        log.warning("no %s split (dataset.test_examples is not set): the pipeline makes training "
+                    "data; sptar evaluate and sptar report will have nothing to evaluate",
+                    cfg.evaluate.split)
+    return {
+        "source": cfg.dataset.corpus.path if cfg.dataset.corpus else None,
+        "documents": len(local.corpus),
+        "queries": len(local.queries),
+        "splits": {name: {"queries": len(q), "judgements": sum(map(len, q.values()))}
+                   for name, q in local.qrels.items()},
+        **local.counts,
     }
 
 

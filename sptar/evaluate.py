@@ -4,7 +4,9 @@ Systems: ``bm25`` (the configured BM25 backend), ``zero-shot`` (the base encoder
 the trained retrievers ``wo-aug`` / ``inpars`` / ``sptar`` (``train/<system>/model``).
 Reads: ``data/beir/<dataset>/`` (and the trained model for trained systems).
 Writes to ``data/runs/<experiment>/evaluate/<system>/``: ``run.trec`` (top-k TREC run),
-``metrics.json`` (means, BEIR names), ``per_query.json`` (every metric per query).
+``metrics.json`` (means, BEIR names), ``per_query.json`` (every metric per query). A dataset
+without the evaluation split (a local corpus without test examples) gets only a manifest whose
+summary says ``skipped: no test split: nothing to evaluate``.
 """
 
 from __future__ import annotations
@@ -76,7 +78,18 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
         return dense_search(model, corpus, queries, cfg.dense, cache_dir, device)
 
 
+def no_test_split(cfg: Config, paths: Paths) -> str | None:
+    """Why there is nothing to evaluate (a local corpus without test examples), or None."""
+    if (paths.beir / "qrels" / f"{cfg.evaluate.split}.tsv").is_file():
+        return None
+    return f"no {cfg.evaluate.split} split: nothing to evaluate"
+
+
 def run(cfg: Config, paths: Paths, system: str) -> dict:
+    reason = no_test_split(cfg, paths)
+    if reason:
+        log.warning("%s: %s (give dataset.test_examples to evaluate)", system, reason)
+        return {"system": system, "split": cfg.evaluate.split, "skipped": reason}
     dataset = load_beir(paths.beir, splits=[cfg.evaluate.split])
     qrels = dataset.qrels[cfg.evaluate.split]
     queries = {qid: dataset.queries[qid] for qid in qrels}

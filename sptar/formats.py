@@ -2,7 +2,9 @@
 
 BEIR: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``, ``text``,
 optional ``metadata``) and ``qrels/<split>.tsv`` (header ``query-id corpus-id score``).
-TREC run files (``qid Q0 docid rank score tag``). Plain JSON and JSON Lines.
+TREC run files (``qid Q0 docid rank score tag``). Plain JSON and JSON Lines. Local corpora
+(JSON Lines / CSV / TSV with named columns, a folder of text files) and labeled example files;
+TSV tables with a header.
 
 Readers validate as they go and raise :class:`~sptar.errors.SptarError` naming the file and
 line; writers go through :mod:`sptar.atomic`, so an output is complete or absent.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,16 +100,19 @@ def write_json(path: str | Path, obj: Any) -> None:
 # ---------------------------------------------------------------- BEIR
 
 
-def _record_id(path: Path, number: int, obj: dict[str, Any]) -> str:
-    if "_id" not in obj:
-        raise input_error(path, "missing field '_id'", line=number, fix="give every line an '_id'")
-    value = obj["_id"]
+def _record_id(path: Path, number: int, obj: dict[str, Any], name: str = "_id") -> str:
+    if name not in obj:
+        raise input_error(path, f"missing field '{name}'", line=number, fix=f"give every line an '{name}'")
+    return _check_id(path, number, obj[name], name)
+
+
+def _check_id(path: Path, number: int, value: Any, name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise input_error(path, f"'_id' must be a string, got {type(value).__name__}", line=number,
+        raise input_error(path, f"'{name}' must be a string, got {type(value).__name__}", line=number,
                           fix="write ids as strings")
     value = str(value)
     if not value.strip() or "\t" in value or "\n" in value:
-        raise input_error(path, f"'_id' {value!r} is empty or contains a tab/newline", line=number,
+        raise input_error(path, f"'{name}' {value!r} is empty or contains a tab/newline", line=number,
                           fix="use ids without whitespace control characters")
     return value
 
@@ -124,22 +130,30 @@ def _text_field(path: Path, number: int, obj: dict[str, Any], name: str, require
     return value
 
 
-def read_corpus(path: str | Path) -> Corpus:
-    """Read a BEIR ``corpus.jsonl``; every document needs an ``_id`` and a ``text`` field."""
+def read_corpus(path: str | Path, id_field: str = "_id", title_field: str = "title",
+                text_field: str = "text") -> Corpus:
+    """Read a BEIR ``corpus.jsonl`` (or JSON Lines with other field names); every document
+    needs an id and a text field."""
     path = Path(path)
     corpus: Corpus = {}
     for number, obj in iter_jsonl(path):
-        doc_id = _record_id(path, number, obj)
-        text = _text_field(path, number, obj, "text", required=True)
-        title = _text_field(path, number, obj, "title", required=False)
-        if not text.strip() and not title.strip():
-            raise input_error(path, f"document {doc_id!r} has empty title and text", line=number,
-                              fix="drop the document or give it text")
-        if doc_id in corpus:
-            raise input_error(path, f"duplicate document id {doc_id!r}", line=number,
-                              fix="make document ids unique")
-        corpus[doc_id] = {"title": title, "text": text}
+        doc_id = _record_id(path, number, obj, id_field)
+        text = _text_field(path, number, obj, text_field, required=True)
+        title = _text_field(path, number, obj, title_field, required=False)
+        add_document(corpus, path, number, doc_id, title, text)
     return corpus
+
+
+def add_document(corpus: Corpus, path: Path, number: int | None, doc_id: str, title: str,
+                 text: str) -> None:
+    """Add one document, refusing an empty one or a repeated id (``number``: its line)."""
+    if not text.strip() and not title.strip():
+        raise input_error(path, f"document {doc_id!r} has empty title and text", line=number,
+                          fix="drop the document or give it text")
+    if doc_id in corpus:
+        raise input_error(path, f"duplicate document id {doc_id!r}", line=number,
+                          fix="make document ids unique")
+    corpus[doc_id] = {"title": title, "text": text}
 
 
 def read_queries(path: str | Path, with_metadata: bool = False):
@@ -214,6 +228,168 @@ def write_qrels(path: str | Path, qrels: Mapping[str, Mapping[str, int]]) -> Non
         for query_id, docs in qrels.items():
             for doc_id, score in docs.items():
                 handle.write(f"{query_id}\t{doc_id}\t{int(score)}\n")
+
+
+# ---------------------------------------------------------------- tables: CSV and TSV
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text of a whole file (BOM dropped); a bad byte is reported with its line."""
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise input_error(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=line,
+                          fix="re-encode the file as UTF-8") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    import csv
+    import io
+
+    if not path.is_file():
+        raise input_error(path, "file not found", fix="check the path")
+    reader = csv.reader(io.StringIO(_decode(path, path.read_bytes()), newline=""), strict=True)
+    start = 1
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                yield start, row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise input_error(path, f"malformed CSV ({exc})", line=start,
+                          fix="quote fields that hold commas, quotes or line breaks") from None
+
+
+def iter_table(path: str | Path, delimiter: str,
+               required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a CSV (``delimiter=","``, quoted as spreadsheets write it) or TSV (``"\\t"``, no
+    quoting) file with a header row naming at least the ``required`` columns, as
+    ``(line number, {column: value})``."""
+    path = Path(path)
+    rows = (_csv_rows(path) if delimiter == "," else
+            ((number, line.split("\t")) for number, line in iter_lines(path)))
+    first = next(rows, None)
+    if first is None:
+        raise input_error(path, "file is empty", fix="point to a non-empty file")
+    number, header = first
+    header = [name.strip() for name in header]
+    if len(set(header)) != len(header) or not all(header):
+        raise input_error(path, f"header {header!r} has an empty or repeated column name",
+                          line=number, fix="the first line must name every column once")
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise input_error(path, f"no column '{missing[0]}' in the header ({', '.join(header)})",
+                          line=number, fix=f"name the columns {', '.join(required)} in the first line")
+    for number, cells in rows:
+        if len(cells) != len(header):
+            raise input_error(path, f"expected {len(header)} fields ({', '.join(header)}), got "
+                              f"{len(cells)}", line=number,
+                              fix="give every row one value per header column"
+                              + (" (a tab inside a value splits it)" if delimiter != "," else ""))
+        yield number, dict(zip(header, cells, strict=True))
+
+
+def write_table(path: str | Path, columns: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """A TSV with a header and no quoting: tabs and line breaks inside values become spaces,
+    ``None`` an empty cell."""
+    def cell(value: Any) -> str:
+        return "" if value is None else " ".join(str(value).replace("\t", " ").splitlines())
+
+    with atomic_write(path) as handle:
+        handle.write("\t".join(columns) + "\n")
+        for row in rows:
+            handle.write("\t".join(cell(row.get(c)) for c in columns) + "\n")
+
+
+def read_corpus_table(path: str | Path, delimiter: str, id_field: str = "_id",
+                      title_field: str = "title", text_field: str = "text") -> Corpus:
+    """A corpus as CSV/TSV: the header names the id and text columns (the title is optional)."""
+    path = Path(path)
+    corpus: Corpus = {}
+    for number, row in iter_table(path, delimiter, required=(id_field, text_field)):
+        doc_id = _check_id(path, number, row[id_field].strip(), id_field)
+        add_document(corpus, path, number, doc_id, row.get(title_field, ""), row[text_field])
+    return corpus
+
+
+# ---------------------------------------------------------------- a folder of text files
+
+
+def read_corpus_folder(folder: str | Path, extensions: Iterable[str] = (".txt", ".md")) -> Corpus:
+    """Every file with one of ``extensions`` under ``folder`` (hidden files and folders
+    skipped), id = its path relative to ``folder``; a Markdown file whose first line is a
+    ``# heading`` has that heading as its title, the rest as its text."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise input_error(folder, "corpus folder not found", fix="check dataset.corpus.path")
+    wanted = {ext.lower() for ext in extensions}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise input_error(folder, f"no {'/'.join(sorted(wanted))} files in the folder",
+                          fix="check dataset.corpus.path and dataset.corpus.extensions")
+    corpus: Corpus = {}
+    for file in files:
+        doc_id = file.relative_to(folder).as_posix()
+        if any(char.isspace() for char in doc_id):
+            raise input_error(file, f"document id {doc_id!r} (the relative path) contains "
+                              "whitespace", fix="rename the file: ids end up in TREC run files")
+        text = _decode(file, file.read_bytes()).strip()
+        title = ""
+        if file.suffix.lower() == ".md" and text.startswith("# "):
+            title, _, text = text.partition("\n")
+            title, text = title[2:].strip(), text.strip()
+        add_document(corpus, file, None, doc_id, title, text)
+    return corpus
+
+
+# ---------------------------------------------------------------- labeled examples
+
+
+@dataclass(frozen=True)
+class LabeledPair:
+    """One row of an examples file: a query and its relevant document, by id or by text."""
+
+    line: int
+    query: str
+    doc_id: str | None
+    doc_text: str | None
+
+
+EXAMPLE_COLUMNS = ("query", "doc_id", "doc_text")
+
+
+def read_examples(path: str | Path) -> list[LabeledPair]:
+    """Labeled pairs from a TSV/CSV (header ``query`` plus ``doc_id`` and/or ``doc_text``) or a
+    JSONL file (``{"query": ..., "doc_id": ...}`` or ``{"query": ..., "doc_text": ...}``); each
+    row names its document one way."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows: Iterable[tuple[int, dict[str, Any]]] = iter_jsonl(path)
+    elif suffix in (".tsv", ".csv"):
+        rows = iter_table(path, "\t" if suffix == ".tsv" else ",", required=("query",))
+    else:
+        raise input_error(path, f"unknown examples format {suffix or '(no suffix)'!r}",
+                          fix="use a .tsv, .csv or .jsonl file")
+    pairs = []
+    for number, row in rows:
+        unknown = sorted(set(row) - set(EXAMPLE_COLUMNS))
+        if unknown:
+            raise input_error(path, f"unknown field {unknown[0]!r}", line=number,
+                              fix=f"use only {', '.join(EXAMPLE_COLUMNS)}")
+        query = _text_field(path, number, row, "query", required=True).strip()
+        if not query:
+            raise input_error(path, "empty query", line=number, fix="give every row a query")
+        doc_id = row.get("doc_id")
+        doc_id = "" if doc_id in (None, "") else _check_id(path, number, doc_id, "doc_id").strip()
+        text = _text_field(path, number, row, "doc_text", required=False).strip()
+        if bool(doc_id) == bool(text):
+            raise input_error(path, "a row needs exactly one of doc_id and doc_text", line=number,
+                              fix="name the relevant document by its id or by its text")
+        pairs.append(LabeledPair(number, query, doc_id or None, text or None))
+    return pairs
 
 
 # ---------------------------------------------------------------- TREC runs

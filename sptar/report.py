@@ -7,7 +7,8 @@ experiment (for wall times).
 Writes to ``data/runs/<experiment>/report/``: ``report.md``, ``metrics.png`` (bar chart of the
 main metrics per system) and ``report.json`` (``{"dataset", "experiment", "split", "systems":
 {system: {metric: value}}, "significance": {...}, "weak_pairs": {...}, "training": {...},
-"timings": {...}}``).
+"exports": {...}, "timings": {...}}``). Without the evaluation split (a local corpus without
+test examples) the report says so (``"evaluated": false``) and lists what the pipeline made.
 
 Significance: the reference system (``report.reference``, default ``sptar``) against every
 other configured system on per-query nDCG@10 and Recall@100, with a paired t-test and a paired
@@ -145,6 +146,7 @@ def build_report(cfg: Config, paths: Paths) -> dict[str, Any]:
         "significance": significance(cfg, paths),
         "weak_pairs": weak_pair_counts(paths),
         "training": training_summaries(paths),
+        "exports": exports(paths),
         "timings": stage_timings(paths),
     }
 
@@ -248,6 +250,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"![main metrics per system]({CHART})"]
     lines += render_significance(report["significance"])
+    lines += render_pipeline(report)
+    lines += ["", f"Main metrics: {', '.join(MAIN_METRICS)}. Bold: best per column.", ""]
+    return "\n".join(lines)
+
+
+def render_pipeline(report: dict[str, Any]) -> list[str]:
+    """The split sizes, weak pairs, training and wall times: everything but the metrics."""
+    lines = []
     if report.get("split_sizes"):
         sizes = report["split_sizes"]
         lines += ["", "## Few-shot split", "",
@@ -257,14 +267,64 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{sizes['prompt_eval_pairs']} pairs",
                   f"- unlabeled pool: {sizes['unlabeled_docs']} documents"]
     lines += render_weak_pairs(report)
+    for variant, export in (report.get("exports") or {}).items():
+        lines += ["", f"Exported training set ({variant}): `{export['folder']}` — "
+                  f"{export['gold_pairs']} gold + {export['weak_pairs']} weak pairs."]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in report["timings"].items()]
     lines.append(f"| **total** | {sum(report['timings'].values()):.1f} |")
-    lines += ["", f"Main metrics: {', '.join(MAIN_METRICS)}. Bold: best per column.", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def exports(paths: Paths) -> dict[str, dict[str, Any]]:
+    """The finished ``sptar export`` runs of the experiment: folder and pair counts."""
+    out = {}
+    for variant in WEAK_VARIANTS:
+        manifest = read_manifest(paths.stage("export", variant))
+        if manifest:
+            summary = manifest["summary"]
+            out[variant] = {"folder": str(paths.stage("export", variant)),
+                            "gold_pairs": summary.get("gold_pairs"),
+                            "weak_pairs": summary.get("weak_pairs")}
+    return out
+
+
+def build_unevaluated(cfg: Config, paths: Paths, reason: str) -> dict[str, Any]:
+    """The report of a dataset without the evaluation split: what was made, no metrics."""
+    split = read_manifest(paths.stage("split"))
+    return {"dataset": cfg.dataset.name, "experiment": cfg.experiment, "split": cfg.evaluate.split,
+            "evaluated": False, "reason": reason, "systems": {},
+            "split_sizes": split["summary"] if split else None,
+            "weak_pairs": weak_pair_counts(paths), "training": training_summaries(paths),
+            "exports": exports(paths), "timings": stage_timings(paths)}
+
+
+def render_unevaluated(report: dict[str, Any]) -> str:
+    lines = [f"# {report['experiment']}: {report['dataset']}", "",
+             f"**{report['reason'][0].upper()}{report['reason'][1:]}.** The pipeline made training "
+             "data (and retrievers, where `sptar train` ran); add `dataset.test_examples` to the "
+             "pipeline to evaluate them."]
+    return "\n".join(lines + render_pipeline(report) + [""])
+
+
+def skipped_evaluation(cfg: Config, paths: Paths) -> str | None:
+    """Why the evaluate stage scored nothing (no evaluation split), or None."""
+    for system in cfg.report.systems:
+        manifest = read_manifest(paths.stage("evaluate", system)) or {}
+        reason = manifest.get("summary", {}).get("skipped")
+        if reason:
+            return reason
+    return None
 
 
 def run(cfg: Config, paths: Paths) -> dict:
+    reason = skipped_evaluation(cfg, paths)
+    if reason:
+        report = build_unevaluated(cfg, paths, reason)
+        write_json(output_dir(paths) / "report.json", report)
+        with atomic_write(output_dir(paths) / "report.md") as handle:
+            handle.write(render_unevaluated(report))
+        return {"skipped": reason, "systems": {}}
     report = build_report(cfg, paths)
     folder = output_dir(paths)
     write_json(folder / "report.json", report)

@@ -14,10 +14,15 @@ Writes to ``data/runs/<experiment>/split/``:
 
 Queries are sampled from the train qrels (dev when there is no train split); queries that are
 also judged in the evaluation split are never sampled, so the test split never reaches training.
+A dataset may lack the evaluation split (a local corpus without test examples). With
+``split.shrink_to_fit`` and fewer usable queries than ``n_prompt_train + n_prompt_eval`` (a small
+examples file), a third of them (at least one) go to prompt-eval and the rest (at most
+``n_prompt_train``) to prompt-train.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,8 @@ from sptar.formats import (
     write_queries,
 )
 from sptar.paths import Paths
+
+log = logging.getLogger(__name__)
 
 PROMPT_TRAIN, PROMPT_EVAL = "prompt_train", "prompt_eval"
 
@@ -77,24 +84,42 @@ def source_split_name(cfg: Config, dataset: BeirDataset) -> str:
                      " from (fix: set split.source_split to an existing split)")
 
 
+def split_sizes(cfg: Config, available: int, source: str) -> tuple[int, int]:
+    """(prompt-train, prompt-eval) query counts: as configured, or with ``split.shrink_to_fit``
+    and fewer queries, a third (at least one) for prompt-eval and the rest (at most
+    ``n_prompt_train``) for prompt-train."""
+    n_train, n_eval = cfg.split.n_prompt_train, cfg.split.n_prompt_eval
+    if available >= n_train + n_eval:
+        return n_train, n_eval
+    if not cfg.split.shrink_to_fit:
+        raise SptarError(f"split.n_prompt_train + split.n_prompt_eval = {n_train + n_eval}, but the"
+                         f" {source!r} split has only {available} usable labeled queries"
+                         " (fix: lower them, or set split.shrink_to_fit: true)")
+    if available < 2:
+        raise SptarError(f"the {source!r} split has {available} usable labeled quer"
+                         f"{'y' if available == 1 else 'ies'}; the few-shot split needs at least 2"
+                         " (one to tune the prompt on, one to evaluate it) (fix: add examples)")
+    n_train = min(n_train, available - max(1, available // 3))
+    n_eval = min(n_eval, available - n_train)
+    log.warning("only %d usable labeled queries in %r: %d for prompt-train, %d for prompt-eval"
+                " (split.shrink_to_fit)", available, source, n_train, n_eval)
+    return n_train, n_eval
+
+
 def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
     source = source_split_name(cfg, dataset)
     if source == cfg.evaluate.split:
         raise SptarError(f"split.source_split is {source!r}, the evaluation split"
                          " (fix: sample labeled pairs from train or dev, never from test)")
     qrels = dataset.split(source)
-    held_out = set(dataset.split(cfg.evaluate.split))
+    evaluation = dataset.qrels.get(cfg.evaluate.split, {})  # a local corpus may have no test split
     positive = {qid: {did: score for did, score in docs.items() if score >= cfg.split.min_relevance}
-                for qid, docs in qrels.items() if qid not in held_out}
+                for qid, docs in qrels.items() if qid not in evaluation}
     candidates = sorted(qid for qid, docs in positive.items() if docs)
-    wanted = cfg.split.n_prompt_train + cfg.split.n_prompt_eval
-    if len(candidates) < wanted:
-        raise SptarError(f"split.n_prompt_train + split.n_prompt_eval = {wanted}, but the {source!r}"
-                         f" split has only {len(candidates)} usable labeled queries"
-                         " (fix: lower them)")
+    n_train, n_eval = split_sizes(cfg, len(candidates), source)
     rng = random.Random(cfg.seed)
-    chosen = rng.sample(candidates, wanted)
-    train_ids, eval_ids = chosen[:cfg.split.n_prompt_train], chosen[cfg.split.n_prompt_train:]
+    chosen = rng.sample(candidates, n_train + n_eval)
+    train_ids, eval_ids = chosen[:n_train], chosen[n_train:]
 
     cap_pairs = cfg.split.max_pairs_per_query
     if cap_pairs is not None:
@@ -107,7 +132,7 @@ def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
         excluded = dataset.qrels.values()
     else:
         chosen_qrels = {qid: positive[qid] for qid in chosen}
-        excluded = [dataset.split(cfg.evaluate.split), chosen_qrels]
+        excluded = [evaluation, chosen_qrels]
     judged = {did for qrels in excluded for docs in qrels.values() for did in docs}
     pool = [did for did in dataset.corpus if did not in judged]
     cap = cfg.split.max_unlabeled_docs

@@ -5,7 +5,8 @@ A stage is a module with four functions:
 - ``sections(**options)``: the config sections (or dotted keys) its output depends on;
 - ``output_dir(paths, **options)``: the folder it writes (and its ``manifest.json``);
 - ``upstream(cfg, paths, **options)``: the manifests of the earlier stages it reads;
-- ``run(cfg, paths, **options) -> summary``: the work; returns counts for the manifest.
+- ``run(cfg, paths, **options) -> summary``: the work; returns counts for the manifest;
+- optionally ``source_digests(cfg)``: content hashes of input files that no stage wrote.
 
 :func:`execute` checks that the upstream stages finished, skips the stage when its manifest
 matches the config and inputs, seeds, runs it, and writes the manifest last. Stage modules
@@ -15,6 +16,7 @@ import heavy libraries (torch, ...) inside functions so the CLI starts fast.
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import random
 import time
@@ -39,6 +41,7 @@ STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
     "report": ("sptar.report", {}),
     "generate": ("sptar.generate", {"variant": ("sptar", "inpars")}),
+    "export": ("sptar.export", {"variant": ("sptar", "inpars")}),
 }
 # run-time flags a stage's run() also takes: they say how to run, never what the output is
 RUN_FLAGS: dict[str, tuple[str, ...]] = {
@@ -76,6 +79,37 @@ def _check_options(stage: str, options: dict[str, Any]) -> None:
         raise SptarError(f"sptar {stage}: unexpected option(s) {sorted(extra)}")
 
 
+def plan(cfg: Config, paths: Paths) -> list[dict[str, Any]]:
+    """A dry run: every stage with each of its options resolved without running anything or
+    loading a model: the config it depends on (a missing key fails here), its hash, its folder,
+    the manifests it needs, and its state (``done``, ``stale`` or ``not run``)."""
+    from sptar.models import ALIASES, resolve_model
+
+    for name in (cfg.models.llm, cfg.models.encoder):
+        if name not in ALIASES:  # aliases resolve by converting or finding weights: not here
+            resolve_model(name)
+    rows = []
+    for stage, (module_name, options) in STAGES.items():
+        module = importlib.import_module(module_name)
+        for values in itertools.product(*options.values()):
+            chosen = dict(zip(options, values, strict=True))
+            names = module.sections(**chosen)
+            config_hash = cfg.section_hash(*names)
+            folder = module.output_dir(paths, **chosen)
+            needed = [Path(p) for p in module.upstream(cfg, paths, **chosen)]
+            state = "not run"
+            if (folder / MANIFEST).is_file():
+                ready = all(p.is_file() for p in needed)
+                inputs = input_hashes(needed) if ready else {}
+                if ready and hasattr(module, "source_digests"):
+                    inputs.update(module.source_digests(cfg))
+                state = "done" if ready and is_fresh(folder, config_hash, inputs) else "stale"
+            rows.append({"stage": stage, "options": chosen, "sections": list(names),
+                         "config_hash": config_hash, "folder": str(folder),
+                         "upstream": [str(p) for p in needed], "state": state})
+    return rows
+
+
 def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
             flags: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Run one stage unless its manifest is up to date; return its manifest.
@@ -99,6 +133,8 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
     names = module.sections(**options)
     config_hash = cfg.section_hash(*names)
     inputs = input_hashes(needed)
+    if hasattr(module, "source_digests"):  # files outside the pipeline (a local corpus)
+        inputs.update(module.source_digests(cfg))
     label = " ".join([stage, *(str(v) for v in options.values())])
     if not force and is_fresh(folder, config_hash, inputs):
         log.info("%s: up to date (%s), skipped", label, folder / MANIFEST)
