@@ -40,7 +40,7 @@ def main() -> None:
                         sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
     docs = encode_corpus(model, dataset.corpus, cfg.dense, paths.cache / "embeddings" / key)
     query_ids = list(queries)
-    query_embeddings = encode_texts(model, [queries[q] for q in query_ids], cfg.dense.batch_size)
+    query_embeddings = encode_texts(model, [queries[q] for q in query_ids], cfg.dense)
 
     times: dict[str, float] = {}
     with timer(times, "faiss"):

@@ -29,6 +29,10 @@ from sptar.paths import check_name
 PIPELINES_DIR = Path("pipelines")
 
 
+# Where a model computes in: "auto" is bf16 on CUDA and fp32 on CPU (sptar.models.autocast).
+Precision = Literal["auto", "fp32", "bf16"]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
@@ -143,6 +147,7 @@ class DenseConfig(Section):
     ivf_nprobe: int = Field(32, ge=1)
     top_k: int = Field(1000, ge=1)
     chunk_size: int = Field(2048, ge=1)  # documents per resumable encoding chunk
+    precision: Precision = "auto"  # auto: bf16 on CUDA, fp32 on CPU
 
 
 class GenerateConfig(Section):
@@ -159,6 +164,7 @@ class GenerateConfig(Section):
     batch_size: int = Field(16, ge=1)  # rows decoded at once (refilled as rows finish)
     chunk_size: int = Field(64, ge=1)  # documents per resumable part file
     prefix_cache: bool = True  # compute the shared prompt prefix once (false: per batch)
+    precision: Precision = "auto"  # auto: bf16 on CUDA, fp32 on CPU (bf16 changes some outputs)
 
     @model_validator(mode="after")
     def _greedy_writes_one(self) -> GenerateConfig:

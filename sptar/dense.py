@@ -31,18 +31,28 @@ def _normalize(model) -> bool:
     return getattr(model, "similarity_fn_name", "cosine") in (None, "cosine")
 
 
-def encode_texts(model, texts: list[str], batch_size: int, show_progress: bool = False) -> np.ndarray:
+def _precision(model, cfg: DenseConfig) -> str:
+    from sptar.models import effective_precision
+
+    return effective_precision(str(model.device), cfg.precision)
+
+
+def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool = False) -> np.ndarray:
+    """Float32 embeddings (unit length for cosine models), computed in ``cfg.precision``."""
+    from sptar.models import autocast
+
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-    embeddings = model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                              normalize_embeddings=_normalize(model),
-                              show_progress_bar=show_progress)
+    with autocast(str(model.device), cfg.precision):
+        embeddings = model.encode(texts, batch_size=cfg.batch_size, convert_to_numpy=True,
+                                  normalize_embeddings=_normalize(model),
+                                  show_progress_bar=show_progress)
     return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 def embedding_key(model_fingerprint: str, corpus_fingerprint: str, model, cfg: DenseConfig) -> str:
     blob = json.dumps([EMBEDDING_FORMAT, model_fingerprint, corpus_fingerprint,
-                       model.max_seq_length, _normalize(model)])
+                       model.max_seq_length, _normalize(model), _precision(model, cfg)])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -68,7 +78,7 @@ def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path) -> n
             if part.is_file():
                 chunk = np.load(part)
             else:
-                chunk = encode_texts(model, [doc_text(corpus[d]) for d in block], cfg.batch_size)
+                chunk = encode_texts(model, [doc_text(corpus[d]) for d in block], cfg)
                 with atomic_write(part, "wb") as handle:
                     np.save(handle, chunk)
             chunks.append(chunk)
@@ -120,5 +130,5 @@ def dense_search(model, corpus: Corpus, queries: Mapping[str, str], cfg: DenseCo
     embeddings = encode_corpus(model, corpus, cfg, cache_dir)
     index = build_index(embeddings, cfg, device)
     query_ids = list(queries)
-    query_embeddings = encode_texts(model, [queries[q] for q in query_ids], cfg.batch_size)
+    query_embeddings = encode_texts(model, [queries[q] for q in query_ids], cfg)
     return search_index(index, list(corpus), query_ids, query_embeddings, cfg.top_k)

@@ -456,23 +456,22 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
     from tqdm.auto import tqdm
 
     from sptar.decoding import LineGenerator, stop_token_ids
-    from sptar.models import load_causal_lm
+    from sptar.models import autocast, load_causal_lm
 
     model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
                                       cfg.models.download)
     soft = None
     if prompt.adapter is not None:
         model, soft = soft_prompt_embeddings(model, prompt.adapter)
-    prefix = fmt.prefix_ids(prompt.examples)
-    generator = LineGenerator(model, prefix, stop_ids=stop_token_ids(tokenizer),
-                              pad_id=tokenizer.pad_token_id, soft_prompt=soft,
-                              use_cache=cfg.generate.prefix_cache,
-                              max_new_tokens=cfg.generate.max_new_tokens,
-                              slots=cfg.generate.batch_size)
     total = sum(len(chunks[c]) for c in mine)
     label = f"generate {prompt.style}" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
     started, new_tokens = time.perf_counter(), 0
-    with tqdm(total=total, desc=label, unit="doc") as bar:
+    with autocast(device, cfg.generate.precision), tqdm(total=total, desc=label, unit="doc") as bar:
+        generator = LineGenerator(model, fmt.prefix_ids(prompt.examples),
+                                  stop_ids=stop_token_ids(tokenizer), pad_id=tokenizer.pad_token_id,
+                                  soft_prompt=soft, use_cache=cfg.generate.prefix_cache,
+                                  max_new_tokens=cfg.generate.max_new_tokens,
+                                  slots=cfg.generate.batch_size)
         for number in mine:
             chunk_start = time.perf_counter()
             items = [Item(doc, k, doc_tokens[doc]) for doc in chunks[number]

@@ -8,6 +8,7 @@ stage whose manifest matches the current config and inputs is skipped.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import time
 from importlib import metadata
@@ -66,7 +67,12 @@ def is_fresh(folder: Path, config_hash: str, inputs: dict[str, str]) -> bool:
 
 def write_manifest(folder: Path, *, stage: str, options: dict[str, Any], config: dict[str, Any],
                    config_hash: str, inputs: dict[str, str], seed: int, summary: dict[str, Any],
-                   started: float) -> dict[str, Any]:
+                   started: float, cpu_started: float | None = None) -> dict[str, Any]:
+    """``started``: ``time.time()`` and ``cpu_started``: ``time.process_time()`` at the start.
+
+    CPU seconds (all threads of this process) next to wall seconds tell a slow stage from a
+    stage that waited for a busy machine; the load average says how busy it was.
+    """
     finished = time.time()
     manifest = {
         "stage": stage,
@@ -78,6 +84,8 @@ def write_manifest(folder: Path, *, stage: str, options: dict[str, Any], config:
         "seed": seed,
         "summary": summary,
         "wall_time_s": round(finished - started, 3),
+        "cpu_time_s": None if cpu_started is None else round(time.process_time() - cpu_started, 3),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
         "versions": package_versions(),

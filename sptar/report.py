@@ -48,25 +48,28 @@ def upstream(cfg: Config, paths: Paths) -> list[Path]:
     return [paths.stage("evaluate", s) / "manifest.json" for s in cfg.report.systems]
 
 
-def stage_timings(paths: Paths) -> dict[str, float]:
-    """Wall seconds of every finished stage of the experiment, keyed ``stage[/option]``, in
-    pipeline order."""
+def _number(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def stage_timings(paths: Paths) -> dict[str, dict[str, float | None]]:
+    """Wall and CPU seconds of every finished stage of the experiment, keyed ``stage[/option]``,
+    in pipeline order (CPU seconds are None in manifests written before they were recorded)."""
     from sptar.stages import STAGES
 
     order = {name: index for index, name in enumerate(STAGES)}
-    timings: dict[str, float] = {}
-    data = read_manifest(paths.beir)
-    if data:
-        timings["data"] = data["wall_time_s"]
-    manifests = sorted(paths.runs.glob("**/manifest.json"),
-                       key=lambda p: (order.get(p.relative_to(paths.runs).parts[0], len(order)), p))
-    for manifest_path in manifests:
-        folder = manifest_path.parent
-        if folder == output_dir(paths):
-            continue
+    folders = [paths.beir]
+    folders += [p.parent for p in sorted(
+        paths.runs.glob("**/manifest.json"),
+        key=lambda p: (order.get(p.relative_to(paths.runs).parts[0], len(order)), p))]
+    timings: dict[str, dict[str, float | None]] = {}
+    for folder in folders:
         manifest = read_manifest(folder)
-        if manifest:
-            timings[str(folder.relative_to(paths.runs))] = manifest["wall_time_s"]
+        if manifest and folder != output_dir(paths):
+            name = "data" if folder == paths.beir else str(folder.relative_to(paths.runs))
+            timings[name] = {"wall_s": manifest["wall_time_s"],
+                             "cpu_s": manifest.get("cpu_time_s"),
+                             "load": (manifest.get("load_average") or [None])[0]}
     return timings
 
 
@@ -270,9 +273,17 @@ def render_pipeline(report: dict[str, Any]) -> list[str]:
     for variant, export in (report.get("exports") or {}).items():
         lines += ["", f"Exported training set ({variant}): `{export['folder']}` — "
                   f"{export['gold_pairs']} gold + {export['weak_pairs']} weak pairs."]
-    lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in report["timings"].items()]
-    lines.append(f"| **total** | {sum(report['timings'].values()):.1f} |")
+    lines += ["", "## Time per stage", "",
+              "CPU seconds count every thread of the stage's process; a wall time well above the "
+              "CPU time divided by the threads, or a load average above the core count, means the "
+              "stage shared a busy machine.", "",
+              "| stage | wall s | CPU s | load (1 min) |", "|---|---:|---:|---:|"]
+    timings = report["timings"]
+    lines += [f"| {stage} | {t['wall_s']:.1f} | {_number(t['cpu_s'])} | {_number(t['load'], 2)} |"
+              for stage, t in timings.items()]
+    cpu = [t["cpu_s"] for t in timings.values()]
+    lines.append(f"| **total** | {sum(t['wall_s'] for t in timings.values()):.1f} | "
+                 f"{_number(sum(cpu) if None not in cpu else None)} | |")
     return lines
 
 

@@ -145,13 +145,14 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
         remove_stale_temporaries(folder.parent, folder.name)
     log.info("%s: running -> %s", label, folder)
     seed_everything(cfg.seed)
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     summary = module.run(cfg, paths, **options, **flags) or {}
     if summary.get(PARTIAL):
         log.info("%s: %s; no manifest written yet", label, summary[PARTIAL])
         return summary
     manifest = write_manifest(folder, stage=stage, options=options, config=cfg.sections(*names),
                               config_hash=config_hash, inputs=inputs, seed=cfg.seed,
-                              summary=summary, started=started)
+                              summary=summary, started=started,
+                              cpu_started=cpu_started)
     log.info("%s: done in %.1f s", label, manifest["wall_time_s"])
     return manifest

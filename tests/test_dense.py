@@ -14,6 +14,7 @@ class CountingEncoder:
 
     max_seq_length = 32
     similarity_fn_name = "cosine"
+    device = "cpu"
 
     def __init__(self, fail_after: int | None = None):
         self.encoded = 0

@@ -258,6 +258,40 @@ def test_prefix_cache_equals_no_cache_and_plain_generate(tiny_llm, tiny_adapter,
     assert generator.prefix_len == len(prefix) + 4
 
 
+def test_bf16_decoding_equals_plain_generate_in_bf16(tiny_llm):
+    """Under bf16 autocast the cached decoder still matches HF generate run the same way."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sptar.decoding import LineGenerator, stop_token_ids
+    from sptar.models import autocast
+    from sptar.prompts import PromptFormat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
+    stops = stop_token_ids(tokenizer)
+    fmt = PromptFormat(tokenizer, "inpars", max_doc_tokens=40)
+    examples = [("The cat sat on the mat.", "where did the cat sit")]
+    texts = [doc_text(doc) for doc in read_corpus("tests/fixtures/beir/tiny/corpus.jsonl").values()]
+    prefix = fmt.prefix_ids(examples)
+    docs = [fmt.doc_ids(text, len(examples)) for text in texts[:6]]
+    with autocast("cpu", "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+        expected = []
+        for doc in docs:
+            ids = torch.tensor([prefix + doc])
+            new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=8, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=2)[0, ids.shape[1]:].tolist()
+            ends = [i for i, token in enumerate(new) if token in stops]
+            expected.append(new[:ends[0] + 1] if ends else new)
+        lines = LineGenerator(model, prefix, stop_ids=stops, pad_id=2, slots=1,
+                              max_new_tokens=8).generate(docs)
+    assert [line.token_ids for line in lines] == expected
+    with autocast("cpu", "auto"):
+        assert not torch.is_autocast_enabled("cpu")  # auto is fp32 on CPU
+
+
 def test_empty_results_are_retried_with_sampling_then_dropped(tiny_cfg):
     from sptar.decoding import Line
 
@@ -338,6 +372,27 @@ def test_both_variants_follow_the_contract(setup):
     # finished and unchanged: skipped
     again = execute("generate", cfg, paths, variant="inpars")
     assert again["finished_at"] == read_json(paths.stage("generate", "inpars") / "manifest.json")["finished_at"]
+
+
+def test_precision_bf16_runs_the_decoder_under_autocast(setup, monkeypatch):
+    import torch
+
+    from sptar import decoding
+
+    seen = []
+    original = decoding.LineGenerator.generate
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(decoding.LineGenerator, "generate", recording)
+    for root, precision in (("fp32", "auto"), ("bf16", "bf16")):
+        cfg, paths = setup(root, f"generate.precision={precision}")
+        seen.clear()
+        manifest = execute("generate", cfg, paths, variant="inpars")
+        assert seen and set(seen) == {precision == "bf16"}
+        assert manifest["summary"]["queries"] + manifest["summary"]["dropped"] == 12
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(setup, monkeypatch):

@@ -22,7 +22,10 @@ def test_tiny_pipeline_report(tiny_cfg, tiny_paths):
     for metrics in report["systems"].values():
         assert metrics["NDCG@10"] > 0.5  # the tiny queries are easy
     assert {"data", "split", "evaluate/bm25", "evaluate/zero-shot"} <= set(report["timings"])
+    zero_shot = report["timings"]["evaluate/zero-shot"]
+    assert zero_shot["cpu_s"] > 0 and zero_shot["wall_s"] > 0 and zero_shot["load"] >= 0
     markdown = (tiny_paths.stage("report") / "report.md").read_text()
+    assert f"| evaluate/zero-shot | {zero_shot['wall_s']:.1f} | {zero_shot['cpu_s']:.1f} |" in markdown
     assert "| bm25 |" in markdown and "| zero-shot |" in markdown
     run = read_run(tiny_paths.stage("evaluate", "bm25") / "run.trec")
     assert set(run) == {"q10", "q11", "q12", "q13", "q14"}
