@@ -32,16 +32,16 @@ from sptar.paths import Paths
 log = logging.getLogger(__name__)
 
 # stage name -> (module, {option: allowed values})
-STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {  # in pipeline order
     "data": ("sptar.data", {}),
     "split": ("sptar.split", {}),
     "tune": ("sptar.tune", {}),
+    "generate": ("sptar.generate", {"variant": ("sptar", "inpars")}),
     "filter": ("sptar.filter", {"variant": ("sptar", "inpars")}),
+    "export": ("sptar.export", {"variant": ("sptar", "inpars")}),
     "train": ("sptar.train", {"variant": ("wo-aug", "inpars", "sptar")}),
     "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
     "report": ("sptar.report", {}),
-    "generate": ("sptar.generate", {"variant": ("sptar", "inpars")}),
-    "export": ("sptar.export", {"variant": ("sptar", "inpars")}),
 }
 # run-time flags a stage's run() also takes: they say how to run, never what the output is
 RUN_FLAGS: dict[str, tuple[str, ...]] = {
