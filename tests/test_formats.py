@@ -122,3 +122,17 @@ def test_doc_text_joins_title_and_text():
     assert doc_text({"title": "T", "text": "body"}) == "T body"
     assert doc_text({"title": "", "text": "body"}) == "body"
     assert doc_text({"title": "T", "text": ""}) == "T"
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    """mkstemp/mkdtemp create 0600/0700; written outputs get 0666/0777 minus the umask."""
+    import stat
+
+    from sptar.atomic import _UMASK, atomic_dir, atomic_write
+
+    with atomic_write(tmp_path / "a.txt") as handle:
+        handle.write("x")
+    with atomic_dir(tmp_path / "folder") as folder:
+        (folder / "b.txt").write_text("y")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~_UMASK
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~_UMASK
