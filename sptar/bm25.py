@@ -24,9 +24,18 @@ from sptar.formats import Corpus, Run, doc_text
 log = logging.getLogger(__name__)
 
 
-def tokenize(texts: list[str], cfg: BM25Config) -> list[list[str]]:
+def _bm25s():
+    """bm25s, imported; it sets its own logger to DEBUG on import, which we turn back down."""
     import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def tokenize(texts: list[str], cfg: BM25Config) -> list[list[str]]:
     import Stemmer
+
+    bm25s = _bm25s()
 
     stemmer = Stemmer.Stemmer(cfg.stemmer) if cfg.stemmer != "none" else None
     stopwords = cfg.stopwords if cfg.stopwords != "none" else None
@@ -56,9 +65,7 @@ class BM25Searcher:
         self.doc_ids = list(corpus)
         tokens = tokenize([doc_text(corpus[d]) for d in self.doc_ids], cfg)
         if cfg.backend == "bm25s":
-            import bm25s
-
-            self._index = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene")
+            self._index = _bm25s().BM25(k1=cfg.k1, b=cfg.b, method="lucene")
             self._index.index(tokens, show_progress=False)
         else:
             self._index = _lucene_okapi()(tokens, k1=cfg.k1, b=cfg.b)

@@ -55,7 +55,7 @@ def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "sentence_transformers", "faiss", "bm25s"):
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
