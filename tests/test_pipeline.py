@@ -1,10 +1,11 @@
-"""End to end: data -> split -> BM25 + zero-shot evaluation -> report, with the real encoder."""
+"""End to end: the tiny pipeline with tiny models (every stage), and with the real encoder."""
 
 from __future__ import annotations
 
 from sptar.config import load_config
 from sptar.formats import read_json, read_run
 from sptar.stages import execute, paths_for
+from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
 
 def _run_all(cfg, paths):
@@ -67,3 +68,32 @@ def test_an_upstream_rerun_with_the_same_outputs_keeps_downstream_fresh(tiny_cfg
     _run_all(cfg, tiny_paths)
     assert read_json(tiny_paths.stage("evaluate", "bm25") / "manifest.json") == bm25_before
     assert read_json(tiny_paths.stage("report") / "manifest.json") == report_before
+
+
+def test_every_stage_of_the_tiny_pipeline_in_under_two_minutes(tiny_llm, tiny_encoder, tmp_path):  # noqa: F811
+    """All stages (both generation variants, three trained retrievers, five systems, export) on
+    the tiny dataset with tiny in-process models; the report has every system and p-values."""
+    import time
+
+    from sptar.stages import STAGES
+
+    cfg = load_config("tiny", [f"models.llm={tiny_llm}", f"models.encoder={tiny_encoder}",
+                               "report.systems=[bm25, zero-shot, wo-aug, inpars, sptar]",
+                               "filter.steps=[{dedup: {}}, {length: {min_words: 1}}]"])
+    paths = paths_for(cfg, tmp_path / "data")
+    started = time.perf_counter()
+    for stage, (_, options) in STAGES.items():  # pipeline order
+        if not options:
+            execute(stage, cfg, paths)
+        for key, values in options.items():
+            for value in values:
+                execute(stage, cfg, paths, **{key: value})
+    seconds = time.perf_counter() - started
+    report = read_json(paths.stage("report") / "report.json")
+    assert set(report["systems"]) == {"bm25", "zero-shot", "wo-aug", "inpars", "sptar"}
+    tests = report["significance"]["tests"]
+    assert set(tests) == {"bm25", "zero-shot", "wo-aug", "inpars"}
+    for variant in ("inpars", "sptar"):
+        assert (paths.stage("export", variant) / "pairs.jsonl").is_file()
+        assert read_json(paths.stage("train", variant) / "manifest.json")["summary"]["weak_pairs"] > 0
+    assert seconds < 120, f"the whole tiny pipeline took {seconds:.0f} s"
