@@ -43,6 +43,7 @@ lint: install ## ruff
 bench: install ## speed/quality benchmarks (not part of the tests); results in benchmarks/results/
 	$(PY) benchmarks/bench_bm25.py
 	$(PY) benchmarks/bench_faiss.py
+	$(PY) benchmarks/bench_encode.py
 	$(PY) benchmarks/bench_filter.py
 	$(PY) benchmarks/bench_generate.py
 

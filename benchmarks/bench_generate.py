@@ -12,8 +12,8 @@ The baseline is the straightforward way, as SPTAR's ``weak_inference.py`` does i
 the whole prompt recomputed each time, stopping at EOS or ``max_new_tokens``, first line kept.
 Its timing is also read at the moment each document's line ended (``baseline-eol``): what the
 same loop costs when it stops at the end of the line, as ours does. Documents are processed
-interleaved (one chunk of the stage, ``generate.chunk_size`` documents, our way, then the same
-documents the baseline way) so that a busy machine slows both alike. Outputs are compared token by token up to the end of the first line; for every
+interleaved (one chunk of the stage, ``generate.chunk_size`` documents, our way in fp32 and in
+bf16, then the same documents the baseline way) so that a busy machine slows both alike. Outputs are compared token by token up to the end of the first line; for every
 difference the batch-1 cached output and the logit margin where the two paths part are reported.
 
 Usage: ``python benchmarks/bench_generate.py [--docs 200] [--settings inpars,soft] [--threads 1]``
@@ -29,7 +29,7 @@ from common import prepared, report
 from sptar.decoding import LineGenerator, stop_token_ids
 from sptar.formats import doc_text
 from sptar.generate import inpars_examples
-from sptar.models import load_causal_lm, resolve_model
+from sptar.models import autocast, load_causal_lm, resolve_model
 from sptar.prompts import SOFT_PROMPT_INIT, PromptFormat
 from sptar.split import load_split
 from sptar.stages import execute
@@ -122,13 +122,25 @@ def run_setting(name, cfg, paths, corpus, doc_ids, model, tokenizer, batch_size)
     generator = LineGenerator(base_model, prefix, stop_ids=stops, pad_id=tokenizer.pad_token_id,
                               soft_prompt=soft, max_new_tokens=max_new, slots=batch_size)
     ours_s = time.perf_counter() - started
-    ours, theirs, base_s, base_eol_s = {}, {}, 0.0, 0.0
+    started = time.perf_counter()
+    with autocast("cpu", "bf16"):  # generate.precision bf16: the prefix is computed in bf16 too
+        generator_bf16 = LineGenerator(base_model, prefix, stop_ids=stops,
+                                       pad_id=tokenizer.pad_token_id, soft_prompt=soft,
+                                       max_new_tokens=max_new, slots=batch_size)
+    bf16_s = time.perf_counter() - started
+    ours, bf16, theirs, base_s, base_eol_s = {}, {}, {}, 0.0, 0.0
     for start in range(0, len(order), cfg.generate.chunk_size):  # one chunk of the stage
         batch = order[start:start + cfg.generate.chunk_size]
         tick = time.perf_counter()
         for doc, line in zip(batch, generator.generate([docs[d] for d in batch]), strict=True):
             ours[doc] = line.token_ids
         ours_s += time.perf_counter() - tick
+        tick = time.perf_counter()
+        with autocast("cpu", "bf16"):
+            for doc, line in zip(batch, generator_bf16.generate([docs[d] for d in batch]),
+                                 strict=True):
+                bf16[doc] = line.token_ids
+        bf16_s += time.perf_counter() - tick
         for doc in batch:
             theirs[doc], seconds, eol = baseline(hf_generate, prefix + docs[doc], stops, max_new,
                                                  tokenizer.pad_token_id)
@@ -154,6 +166,10 @@ def run_setting(name, cfg, paths, corpus, doc_ids, model, tokenizer, batch_size)
         {"setting": name, "method": "ours (batched, cached prefix)", "docs": n,
          "seconds": round(ours_s, 1), "docs/s": round(n / ours_s, 3), "identical": same,
          "speedup": 1.0},
+        {"setting": name, "method": "ours, generate.precision bf16 (CPU autocast)", "docs": n,
+         "seconds": round(bf16_s, 1), "docs/s": round(n / bf16_s, 3),
+         "identical": f"{sum(bf16[d] == ours[d] for d in order)}/{n} (vs ours fp32)",
+         "speedup": round(ours_s / bf16_s, 2)},
         {"setting": name, "method": "baseline-eol (HF generate, stop at end of line)", "docs": n,
          "seconds": round(base_eol_s, 1), "docs/s": round(n / base_eol_s, 3), "identical": same,
          "speedup": round(base_eol_s / ours_s, 2)},
