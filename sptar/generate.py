@@ -177,15 +177,11 @@ def sptar_examples(paths: Paths) -> Prompt:
     (``"prompt": {"max_example_doc_tokens", "max_query_tokens"}``), the examples are cut the same
     way here; the document itself is cut to ``generate.max_doc_tokens``.
     """
-    folder = paths.stage("tune")
-    path, adapter = folder / "examples.json", folder / "adapter"
-    data = read_json(path)
-    chosen = data.get("chosen") if isinstance(data, dict) else None
-    if not isinstance(chosen, list) or not all(
-            isinstance(pair, dict) and isinstance(pair.get("doc"), str)
-            and isinstance(pair.get("query"), str) for pair in chosen):
-        raise SptarError(f"{path}: expected \"chosen\": a list of {{\"doc\", \"query\"}} pairs"
-                         " (fix: re-run sptar tune)")
+    from sptar.tune import read_examples_file
+
+    adapter = paths.stage("tune") / "adapter"
+    data = read_examples_file(paths)
+    chosen = data["chosen"]
     if not (adapter / "adapter_config.json").is_file():
         raise SptarError(f"{adapter}: no adapter_config.json (fix: re-run sptar tune)")
     tuned = data.get("prompt") if isinstance(data.get("prompt"), dict) else {}

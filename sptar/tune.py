@@ -107,8 +107,8 @@ def load_tuned(cfg: Config, paths: Paths, device: str = "auto"):
     return peft_model, tokenizer
 
 
-def load_examples(paths: Paths) -> list[Example]:
-    """The in-context example pairs the soft prompt filter chose, as ``(doc, query)``."""
+def read_examples_file(paths: Paths) -> dict[str, Any]:
+    """``examples.json``, checked: a ``"chosen"`` list of ``{doc, query, ...}`` objects."""
     path = output_dir(paths) / EXAMPLES
     data = read_json(path)
     chosen = data.get("chosen") if isinstance(data, dict) else None
@@ -117,7 +117,12 @@ def load_examples(paths: Paths) -> list[Example]:
             and isinstance(item.get("query"), str) for item in chosen):
         raise SptarError(f"{path}: expected a 'chosen' list of {{doc, query, ...}} objects"
                          " (fix: delete the tune folder and re-run `sptar tune`)")
-    return [(item["doc"], item["query"]) for item in chosen]
+    return data
+
+
+def load_examples(paths: Paths) -> list[Example]:
+    """The in-context example pairs the soft prompt filter chose, as ``(doc, query)``."""
+    return [(item["doc"], item["query"]) for item in read_examples_file(paths)["chosen"]]
 
 
 # ---------------------------------------------------------------- data
