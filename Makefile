@@ -15,7 +15,9 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint bench data split tune generate generate-inpars generate-sptar \
-	filter train bm25 zero-shot evaluate report all clean-run export own-example-corpus
+	filter filter-inpars filter-sptar train train-wo-aug train-inpars train-sptar bm25 zero-shot \
+	evaluate evaluate-wo-aug evaluate-inpars evaluate-sptar report all clean-run export \
+	own-example-corpus
 
 help: ## list the targets
 	@echo "sptar: soft prompt tuning for augmenting dense retrieval"
@@ -64,12 +66,12 @@ generate-sptar: tune ## weak queries for the unlabeled pool with the tuned soft 
 
 generate: generate-inpars generate-sptar ## weak queries, both variants (resumes; see README)
 
-filter: generate ## filter both generated sets (filter.steps) into data/runs/<pipeline>/filter/<variant>/
-	$(call sptar,filter --variant sptar)
-	$(call sptar,filter --variant inpars)
+filter-inpars filter-sptar: filter-%: generate-%
+	$(call sptar,filter --variant $*)
 
-export: generate-sptar ## the filtered weak pairs + the labeled pairs as training data: data/runs/<pipeline>/export/sptar/
-	$(call sptar,filter --variant sptar)
+filter: filter-sptar filter-inpars ## filter both generated sets (filter.steps) into data/runs/<pipeline>/filter/<variant>/
+
+export: filter-sptar ## the filtered weak pairs + the labeled pairs as training data: data/runs/<pipeline>/export/sptar/
 	$(call sptar,export --variant sptar)
 
 own-example-corpus: install ## write the example corpus of pipelines/own-example.yaml to data/own-example/
@@ -85,21 +87,30 @@ bm25: data ## evaluate BM25 on the test split
 zero-shot: data ## evaluate the untouched base encoder on the test split
 	$(call sptar,evaluate --system zero-shot)
 
-train: split filter ## fine-tune the retriever: wo-aug (labeled pairs), inpars and sptar (+ weak pairs)
-	$(call sptar,train --variant wo-aug)
-	$(call sptar,train --variant inpars)
-	$(call sptar,train --variant sptar)
+train-wo-aug: split
+train-inpars train-sptar: train-%: filter-%
+train-wo-aug train-inpars train-sptar:
+	$(call sptar,train --variant $(@:train-%=%))
 
-evaluate: bm25 zero-shot train ## evaluate all five systems on the test split
-	$(call sptar,evaluate --system wo-aug)
-	$(call sptar,evaluate --system inpars)
-	$(call sptar,evaluate --system sptar)
+train: train-wo-aug train-inpars train-sptar ## fine-tune the retriever: wo-aug (labeled pairs), inpars and sptar (+ weak pairs)
+
+evaluate-wo-aug evaluate-inpars evaluate-sptar: evaluate-%: train-%
+	$(call sptar,evaluate --system $*)
+
+# The longest chain (tune -> generate-sptar -> ...) first, so that `make -j` starts it at once.
+evaluate: evaluate-sptar evaluate-inpars zero-shot evaluate-wo-aug bm25 ## evaluate all five systems on the test split
 
 report: evaluate ## write data/runs/<pipeline>/report/report.{md,json}
 	$(call sptar,report)
 	@cat data/runs/$(PIPELINE)/report/report.md
 
-all: data split tune generate filter export train evaluate report ## the whole pipeline; finished stages with unchanged config are skipped
+# `make all` runs independent stages side by side: JOBS of them, each with NPROC/JOBS threads
+# (torch's threads on a shared core slow it several-fold). JOBS=1: one stage at a time, all cores.
+JOBS ?= 2
+THREADS ?= $(shell n=$$(( $$(nproc) / $(JOBS) )); echo $$(( n > 0 ? n : 1 )))
+all: install ## the whole pipeline (JOBS stages at a time); finished stages with unchanged config are skipped
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(MAKE) --no-print-directory \
+		--output-sync=target -j$(JOBS) report export
 
 clean-run: ## delete data/runs/<pipeline>/ (keeps datasets, caches and converted models)
 	rm -rf data/runs/$(PIPELINE)

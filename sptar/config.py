@@ -29,7 +29,8 @@ from sptar.paths import check_name
 PIPELINES_DIR = Path("pipelines")
 
 
-# Where a model computes in: "auto" is bf16 on CUDA and fp32 on CPU (sptar.models.autocast).
+# Where a model computes in: "auto" is bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16,
+# AMX), fp32 elsewhere (sptar.models.effective_precision).
 Precision = Literal["auto", "fp32", "bf16"]
 
 
@@ -147,7 +148,7 @@ class DenseConfig(Section):
     ivf_nprobe: int = Field(32, ge=1)
     top_k: int = Field(1000, ge=1)
     chunk_size: int = Field(2048, ge=1)  # documents per resumable encoding chunk
-    precision: Precision = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    precision: Precision = "auto"  # see Precision
 
 
 class GenerateConfig(Section):
@@ -164,7 +165,7 @@ class GenerateConfig(Section):
     batch_size: int = Field(16, ge=1)  # rows decoded at once (refilled as rows finish)
     chunk_size: int = Field(64, ge=1)  # documents per resumable part file
     prefix_cache: bool = True  # compute the shared prompt prefix once (false: per batch)
-    precision: Precision = "auto"  # auto: bf16 on CUDA, fp32 on CPU (bf16 changes some outputs)
+    precision: Precision = "auto"  # see Precision (bf16 changes some greedy outputs)
 
     @model_validator(mode="after")
     def _greedy_writes_one(self) -> GenerateConfig:

@@ -17,6 +17,7 @@ transformers and sentence-transformers default).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -197,13 +198,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, download: bool = 
 
 
 def autocast(device: str, precision: str):
-    """The context a model runs in: bf16 autocast for ``bf16`` (and ``auto`` on CUDA), else fp32.
+    """The context a model runs in: bf16 autocast when :func:`effective_precision` says bf16.
 
     On CPUs with AVX512-BF16 or AMX, bf16 roughly halves the cost of the matrix products; the
     results differ from fp32 in the last digits (greedy generations can diverge).
     """
-    import contextlib
-
     import torch
 
     kind = device.split(":")[0]
@@ -213,10 +212,20 @@ def autocast(device: str, precision: str):
 
 
 def effective_precision(device: str, precision: str) -> str:
-    """``auto`` resolved for a device: bf16 on CUDA, fp32 elsewhere."""
+    """``auto`` resolved for a device: bf16 on CUDA and on CPUs that compute bf16 natively
+    (AVX512-BF16 or AMX; elsewhere bf16 is emulated and slower than fp32), fp32 otherwise."""
     if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
+        return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
     return precision
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = None,

@@ -18,6 +18,8 @@ for the several comparisons. Without the reference among the systems the tests a
 
 from __future__ import annotations
 
+import calendar
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +71,23 @@ def stage_timings(paths: Paths) -> dict[str, dict[str, float | None]]:
             name = "data" if folder == paths.beir else str(folder.relative_to(paths.runs))
             timings[name] = {"wall_s": manifest["wall_time_s"],
                              "cpu_s": manifest.get("cpu_time_s"),
-                             "load": (manifest.get("load_average") or [None])[0]}
+                             "load": (manifest.get("load_average") or [None])[0],
+                             "started_at": manifest.get("started_at"),
+                             "finished_at": manifest.get("finished_at")}
     return timings
+
+
+def run_span(timings: dict[str, dict[str, Any]]) -> float | None:
+    """Seconds from the first stage's start to the last one's end, the data copy left out (it is
+    shared by every experiment on the dataset): the run's wall time, with stages that ran side by
+    side (``make all`` with ``JOBS`` > 1) counted once."""
+    def epoch(stamp: str) -> float:
+        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+    stages = [t for name, t in timings.items() if name != "data" and t.get("started_at")]
+    if not stages:
+        return None
+    return max(epoch(t["finished_at"]) for t in stages) - min(epoch(t["started_at"]) for t in stages)
 
 
 def significance(cfg: Config, paths: Paths) -> dict[str, Any]:
@@ -282,8 +299,10 @@ def render_pipeline(report: dict[str, Any]) -> list[str]:
     lines += [f"| {stage} | {t['wall_s']:.1f} | {_number(t['cpu_s'])} | {_number(t['load'], 2)} |"
               for stage, t in timings.items()]
     cpu = [t["cpu_s"] for t in timings.values()]
-    lines.append(f"| **total** | {sum(t['wall_s'] for t in timings.values()):.1f} | "
+    lines.append(f"| **sum of the stages** | {sum(t['wall_s'] for t in timings.values()):.1f} | "
                  f"{_number(sum(cpu) if None not in cpu else None)} | |")
+    lines.append(f"| **span of the run** (first start to last end, without data; stages run side "
+                 f"by side count once) | {_number(run_span(timings), 0)} | | |")
     return lines
 
 

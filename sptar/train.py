@@ -220,13 +220,16 @@ def train_seed(cfg: Config) -> int:
 
 
 def precision_flags(tc: TrainConfig, device: str) -> dict[str, bool]:
-    """fp16/bf16 mixed precision on CUDA (``auto``: bf16 where supported); fp32 elsewhere."""
+    """Mixed precision: ``auto`` is bf16 on CUDA where supported (else fp16) and on CPUs with
+    native bf16 (:func:`sptar.models.effective_precision`), fp32 elsewhere."""
     import torch
+
+    from sptar.models import effective_precision
 
     if not device.startswith("cuda"):
         if tc.precision == "fp16":
             raise SptarError("train.precision fp16 needs a CUDA device (fix: use auto, fp32 or bf16)")
-        return {"bf16": tc.precision == "bf16", "fp16": False}
+        return {"bf16": effective_precision(device, tc.precision) == "bf16", "fp16": False}
     choice = tc.precision
     if choice == "auto":
         choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

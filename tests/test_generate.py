@@ -288,8 +288,20 @@ def test_bf16_decoding_equals_plain_generate_in_bf16(tiny_llm):
         lines = LineGenerator(model, prefix, stop_ids=stops, pad_id=2, slots=1,
                               max_new_tokens=8).generate(docs)
     assert [line.token_ids for line in lines] == expected
-    with autocast("cpu", "auto"):
-        assert not torch.is_autocast_enabled("cpu")  # auto is fp32 on CPU
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_bf16_natively(native, monkeypatch):
+    import torch
+
+    from sptar import models
+
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+    assert models.effective_precision("cpu", "auto") == ("bf16" if native else "fp32")
+    assert models.effective_precision("cpu", "fp32") == "fp32"
+    assert models.effective_precision("cuda:0", "auto") == "bf16"
+    with models.autocast("cpu", "auto"):
+        assert torch.is_autocast_enabled("cpu") == native
 
 
 def test_empty_results_are_retried_with_sampling_then_dropped(tiny_cfg):
@@ -387,7 +399,7 @@ def test_precision_bf16_runs_the_decoder_under_autocast(setup, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(decoding.LineGenerator, "generate", recording)
-    for root, precision in (("fp32", "auto"), ("bf16", "bf16")):
+    for root, precision in (("fp32", "fp32"), ("bf16", "bf16")):
         cfg, paths = setup(root, f"generate.precision={precision}")
         seen.clear()
         manifest = execute("generate", cfg, paths, variant="inpars")

@@ -62,7 +62,7 @@ def test_report_tests_the_reference_against_every_system(tiny_cfg, evaluated):
     assert "## Paired significance tests: sptar vs each system" in markdown
     assert "| bm25 | +0.5000 | <0.0001 | 0.0312 | +0.0000 | 1.0000 | 1.0000 |" in markdown
     assert "| sptar | – | 2 (2 queries) | – |" in markdown
-    assert "| **total** | 10.1 |" in markdown  # five evaluations of 2 s + the weak set's 0.1 s
+    assert "| **sum of the stages** | 10.1 |" in markdown  # five evaluations of 2 s + 0.1 s
     assert (folder / "metrics.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -92,3 +92,16 @@ def test_systems_scored_on_different_queries_are_an_error(tiny_cfg, evaluated):
     write_json(evaluated.stage("evaluate", "bm25") / "per_query.json", per_query)
     with pytest.raises(SptarError, match="evaluate/bm25/per_query.json: cannot pair"):
         execute("report", tiny_cfg(f"report.systems={SYSTEMS}"), evaluated)
+
+
+def test_run_span_counts_stages_that_ran_side_by_side_once():
+    from sptar.report import run_span
+
+    def stage(start: str, end: str) -> dict:
+        return {"wall_s": 1.0, "started_at": f"2026-01-01T00:{start}Z", "finished_at": f"2026-01-01T00:{end}Z"}
+
+    timings = {"data": stage("00:00", "00:05"),  # the shared dataset copy: not part of the run
+               "tune": stage("01:00", "04:00"), "generate/inpars": stage("01:00", "03:00"),
+               "generate/sptar": stage("04:00", "09:30")}
+    assert run_span(timings) == 510.0
+    assert run_span({"evaluate/bm25": {"wall_s": 1.0}}) is None  # written before times were kept

@@ -239,7 +239,10 @@ def test_carve_dev_and_bad_settings():
         carve_dev(rows[:2], 0.1, seed=3)
     with pytest.raises(SptarError, match="fp16 needs a CUDA"):
         precision_flags(TrainConfig(precision="fp16"), "cpu")
-    assert precision_flags(TrainConfig(), "cpu") == {"bf16": False, "fp16": False}
+    assert precision_flags(TrainConfig(precision="fp32"), "cpu") == {"bf16": False, "fp16": False}
+    native = precision_flags(TrainConfig(), "cpu")["bf16"]  # auto: bf16 on CPUs with bf16 units
+    from sptar.models import cpu_has_native_bf16
+    assert native == cpu_has_native_bf16()
 
 
 def test_weak_ids_that_clash_with_labeled_ids_are_refused(tiny_cfg, tiny_paths):

@@ -1,0 +1,58 @@
+"""Retriever training steps/s: plain fp32 vs ``train.precision: bf16`` (CPU autocast), one run.
+
+Both train the base encoder from scratch on the same first ``--pairs`` training rows of the
+pipeline's sptar variant (labeled + filtered weak pairs, as ``sptar train`` builds them; needs
+``make filter``), MNRL at the pipeline's batch size and sequence length, one epoch. Reported:
+seconds per step, steps/s, the ratio, and the final training loss of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from common import prepared, report
+
+from sptar.formats import read_corpus
+from sptar.models import resolve_device
+from sptar.train import build_training_data, fit
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", default="scifact-quick")
+    parser.add_argument("--pairs", type=int, default=256, help="training rows (steps = rows/batch)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, paths, _ = prepared(args.pipeline)
+    corpus = read_corpus(paths.beir / "corpus.jsonl")
+    data = build_training_data(cfg, paths, "sptar", corpus)
+    data = replace(data, train=data.train[:args.pairs], dev=[])
+    device = resolve_device(cfg.device)
+    rows = []
+    for precision in PRECISIONS:
+        run_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"precision": precision, "epochs": 1, "dev_fraction": 0.0})})
+        with tempfile.TemporaryDirectory() as work:
+            _, metrics, _ = fit(run_cfg, data, corpus, None, Path(work), device)
+        steps, seconds = metrics["global_step"], metrics["train_runtime"]
+        rows.append({"precision": precision, "rows": len(data.train), "steps": steps,
+                     "seconds": round(seconds, 1), "s/step": round(seconds / steps, 3),
+                     "steps/s": round(steps / seconds, 4), "train_loss": round(metrics["training_loss"], 4)})
+    for row in rows:
+        row["speedup"] = round(rows[0]["s/step"] / row["s/step"], 2)
+    report("train", rows, {"pipeline": args.pipeline, "device": device,
+                           "threads": torch.get_num_threads(),
+                           "batch_size": cfg.train.batch_size,
+                           "max_seq_length": cfg.train.max_seq_length})
+
+
+if __name__ == "__main__":
+    main()
