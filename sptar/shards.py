@@ -14,9 +14,9 @@ Two ways to start shards:
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 from sptar.errors import SptarError
@@ -65,32 +65,33 @@ def barrier() -> None:
     dist.barrier()
 
 
-@contextlib.contextmanager
-def process_group(device: str) -> Iterator[Callable[[], None] | None]:
-    """Yield a barrier across the launcher's processes, or None when there is none to join.
+def process_group(device: str) -> Callable[[], None] | None:
+    """A barrier across the launcher's processes, or None when there is no group to join.
 
     Joins the torch.distributed group already initialised, or initialises one (nccl for a CUDA
-    device, gloo otherwise) when a launcher started this process, and then closes it on exit.
+    device, gloo otherwise) when a launcher started this process. The group stays for the rest of
+    the process (a trainer started later joins it: torch cannot initialise a second one on the
+    launcher's store) and is closed when the process exits.
     """
     import torch.distributed as dist
 
     if not dist.is_available():
-        yield None
-        return
-    created = False
+        return None
     if not dist.is_initialized():
         if not launched():
-            yield None
-            return
+            return None
         if device.startswith("cuda"):
             import torch
 
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
                                 timeout=GROUP_TIMEOUT)
-        created = True
-    try:
-        yield barrier
-    finally:
-        if created:
-            dist.destroy_process_group()
+        atexit.register(_close_group)
+    return barrier
+
+
+def _close_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
