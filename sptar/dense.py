@@ -3,8 +3,10 @@
 Corpus embeddings are cached under ``data/cache/embeddings/<key>/`` where the key hashes the
 model weights, the corpus file and the encoding settings, so an unchanged model never encodes
 the same corpus twice. Encoding is written in chunks, so a killed run resumes where it stopped.
+Sharded (several processes, see :mod:`sptar.shards`), each process encodes the chunks
+``c % n == i``, and one merges them in corpus order: the same array as one process's.
 The index is exact inner product by default (HNSW and IVF as options), moved to the GPU when
-FAISS was built with GPU support and the device is CUDA.
+FAISS was built with GPU support and the device is CUDA (sharded across the GPUs when several).
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from sptar.atomic import atomic_write
+from sptar.atomic import atomic_write, file_lock, remove_stale_temporaries
 from sptar.config import DenseConfig
 from sptar.formats import Corpus, Run, doc_text, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_FORMAT = 1  # bump when the text fed to the encoder changes
+LOCK = ".merge.lock"  # held while a shard checks for every chunk and merges them
 
 
 def _normalize(model) -> bool:
@@ -56,39 +59,81 @@ def embedding_key(model_fingerprint: str, corpus_fingerprint: str, model, cfg: D
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path) -> np.ndarray:
-    """Embeddings of every document in corpus order, from the cache or encoded (resumably)."""
-    from tqdm.auto import tqdm
-
-    final = cache_dir / "embeddings.npy"
-    ids = list(corpus)
-    listed = cache_dir / "ids.json"  # written after embeddings.npy: a kill may leave it out
+def _cached_embeddings(cache_dir: Path, ids: list[str]) -> np.ndarray | None:
+    final, listed = cache_dir / "embeddings.npy", cache_dir / "ids.json"
+    # ids.json is written after embeddings.npy: a kill may leave it out
     if final.is_file() and listed.is_file() and read_json(listed) == ids:
         log.info("corpus embeddings from cache %s", cache_dir)
         return np.load(final)
+    return None
+
+
+def _chunk_path(cache_dir: Path, number: int, cfg: DenseConfig) -> Path:
+    return cache_dir / f"chunk-{number:06d}-{cfg.chunk_size}.npy"
+
+
+def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path, shard: int = 0,
+                  num_shards: int = 1, barrier: Callable[[], None] | None = None) -> np.ndarray | None:
+    """Embeddings of every document in corpus order, from the cache or encoded (resumably).
+
+    Shard ``shard`` of ``num_shards`` encodes only the chunks ``c % num_shards == shard`` and
+    returns None when merging them is another process's job: with a ``barrier`` (a process
+    group) every shard waits there and shard 0 merges; without, the shard that finds every
+    chunk present when it finishes (the last one, or any later run) merges.
+    """
+    ids = list(corpus)
+    embeddings = _cached_embeddings(cache_dir, ids)
+    if embeddings is None:
+        _encode_chunks(model, corpus, ids, cfg, cache_dir, shard, num_shards)
+    if barrier is not None:
+        barrier()
+        if shard != 0:
+            return None
+    if embeddings is not None:
+        return embeddings
+    with file_lock(cache_dir / LOCK):
+        return _merge_chunks(ids, cfg, cache_dir)
+
+
+def _encode_chunks(model, corpus: Corpus, ids: list[str], cfg: DenseConfig, cache_dir: Path,
+                   shard: int, num_shards: int) -> None:
+    """Encode this shard's chunks that are not on disk yet, each written as it is done."""
+    from tqdm.auto import tqdm
+
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # Encode longest first within each chunk is done by sentence-transformers; chunks follow
-    # corpus order so that a resumed run finds the same chunk boundaries.
-    chunks = []
-    starts = range(0, len(ids), cfg.chunk_size)
-    with tqdm(total=len(ids), desc="encoding corpus", unit="doc") as bar:
-        for number, start in enumerate(starts):
-            part = cache_dir / f"chunk-{number:06d}-{cfg.chunk_size}.npy"
+    # Sorting by length (for batching) happens inside each chunk in sentence-transformers;
+    # chunks follow corpus order so that a resumed or sharded run finds the same boundaries.
+    starts = [start for number, start in enumerate(range(0, len(ids), cfg.chunk_size))
+              if number % num_shards == shard]
+    label = "encoding corpus" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
+    total = sum(len(ids[start:start + cfg.chunk_size]) for start in starts)
+    with tqdm(total=total, desc=label, unit="doc") as bar:
+        for start in starts:
+            part = _chunk_path(cache_dir, start // cfg.chunk_size, cfg)
             block = ids[start:start + cfg.chunk_size]
-            if part.is_file():
-                chunk = np.load(part)
-            else:
+            if not part.is_file():
                 chunk = encode_texts(model, [doc_text(corpus[d]) for d in block], cfg)
                 with atomic_write(part, "wb") as handle:
                     np.save(handle, chunk)
-            chunks.append(chunk)
             bar.update(len(block))
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    with atomic_write(final, "wb") as handle:
+
+
+def _merge_chunks(ids: list[str], cfg: DenseConfig, cache_dir: Path) -> np.ndarray | None:
+    """Concatenate every chunk (corpus order) into ``embeddings.npy``; None if one is missing."""
+    parts = [_chunk_path(cache_dir, number, cfg) for number in range(-(-len(ids) // cfg.chunk_size))]
+    missing = sum(not part.is_file() for part in parts)
+    if missing:
+        log.info("%s: %d of %d chunk(s) still missing: the shard that finishes last merges",
+                 cache_dir, missing, len(parts))
+        return None
+    embeddings = (np.concatenate([np.load(part) for part in parts]) if parts
+                  else np.zeros((0, 0), np.float32))
+    with atomic_write(cache_dir / "embeddings.npy", "wb") as handle:
         np.save(handle, embeddings)
     write_json(cache_dir / "ids.json", ids)
     for part in cache_dir.glob("chunk-*.npy"):
         part.unlink()
+    remove_stale_temporaries(cache_dir)  # what a killed shard was writing: every chunk is here
     return embeddings
 
 
@@ -107,9 +152,25 @@ def build_index(embeddings: np.ndarray, cfg: DenseConfig, device: str = "cpu"):
     else:
         index = faiss.IndexFlatIP(dim)
     if device.startswith("cuda") and cfg.index != "hnsw" and hasattr(faiss, "StandardGpuResources"):
-        log.info("FAISS index on GPU")
-        index = faiss.index_cpu_to_all_gpus(index)
+        index = _on_gpus(faiss, index, device)  # CPU-only FAISS builds have no GPU classes
     index.add(embeddings)
+    return index
+
+
+def _on_gpus(faiss, index, device: str):
+    """The index cloned to the GPU, or sharded across every GPU when there are several."""
+    gpus = faiss.get_num_gpus()
+    if gpus > 1:
+        log.info("FAISS index sharded across %d GPUs", gpus)
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True
+        return faiss.index_cpu_to_all_gpus(index, co=options)
+    if gpus == 1:
+        log.info("FAISS index on GPU")
+        resources = faiss.StandardGpuResources()
+        gpu_index = faiss.index_cpu_to_gpu(resources, 0, index)
+        gpu_index.referenced_objects = [resources]  # the index must not outlive its resources
+        return gpu_index
     return index
 
 
@@ -125,9 +186,15 @@ def search_index(index, doc_ids: list[str], query_ids: list[str], query_embeddin
 
 
 def dense_search(model, corpus: Corpus, queries: Mapping[str, str], cfg: DenseConfig,
-                 cache_dir: Path, device: str = "cpu") -> Run:
-    """Encode (or load) the corpus, encode the queries, search top-k with FAISS."""
-    embeddings = encode_corpus(model, corpus, cfg, cache_dir)
+                 cache_dir: Path, device: str = "cpu", shard: int = 0, num_shards: int = 1,
+                 barrier: Callable[[], None] | None = None) -> Run | None:
+    """Encode (or load) the corpus, encode the queries, search top-k with FAISS.
+
+    Sharded, None when this shard only encoded its chunks (see :func:`encode_corpus`).
+    """
+    embeddings = encode_corpus(model, corpus, cfg, cache_dir, shard, num_shards, barrier)
+    if embeddings is None:
+        return None
     index = build_index(embeddings, cfg, device)
     query_ids = list(queries)
     query_embeddings = encode_texts(model, [queries[q] for q in query_ids], cfg)

@@ -7,6 +7,11 @@ Writes to ``data/runs/<experiment>/evaluate/<system>/``: ``run.trec`` (top-k TRE
 ``metrics.json`` (means, BEIR names), ``per_query.json`` (every metric per query). A dataset
 without the evaluation split (a local corpus without test examples) gets only a manifest whose
 summary says ``skipped: no test split: nothing to evaluate``.
+
+Sharding (dense systems): ``--shard I --num-shards N``, or one process per GPU under
+``torchrun``/``accelerate launch``, splits the corpus encoding (:func:`sptar.dense.encode_corpus`);
+one process merges the chunks, searches and writes the output and the manifest: rank 0 after a
+barrier under a launcher, else the shard that finishes last. BM25 runs in shard 0 alone.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from sptar.data import load_beir
 from sptar.formats import sha256_file, write_json, write_run
 from sptar.metrics import evaluate_run
 from sptar.paths import Paths
+from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,13 @@ def encoder_for(cfg: Config, paths: Paths, system: str) -> str:
     return cfg.models.encoder if system == "zero-shot" else str(paths.stage("train", system) / "model")
 
 
-def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
+def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int = 0,
+             num_shards: int = 1, flagged: bool = False):
+    """The run of ``system``, or None when this shard only encoded its share of the corpus.
+
+    ``flagged``: the shards came from --shard/--num-shards (independent processes), not from a
+    launcher whose processes join one process group.
+    """
     if system == "bm25":
         from sptar.bm25 import BM25Searcher
 
@@ -57,9 +69,10 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
     from sptar.dense import dense_search, embedding_key
     from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_model
     from sptar.resources import check_disk_space, embeddings_bytes, memory_guard
+    from sptar.shards import process_device, process_group
 
     name = encoder_for(cfg, paths, system)
-    device = resolve_device(cfg.device)
+    device = process_device(resolve_device(cfg.device))
     model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code,
                          cfg.models.download)
     fingerprint = model_fingerprint(resolve_model(name))
@@ -70,12 +83,15 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries):
     key = embedding_key(fingerprint, sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
     cache_dir = paths.cache / "embeddings" / key
     if not (cache_dir / "ids.json").is_file():  # written last: the cache is not complete
-        remove_stale_temporaries(cache_dir)  # what a killed encoding was writing
+        if num_shards == 1:  # sharded, another process may be writing a chunk right now
+            remove_stale_temporaries(cache_dir)  # what a killed encoding was writing
         dim = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)() or 1024
         check_disk_space(cache_dir, embeddings_bytes(len(corpus), dim), "the corpus-embedding cache")
+    barrier = None if flagged or num_shards == 1 else process_group(device)
     with memory_guard(f"evaluate {system}: encoding with {name}",
                       {"dense.batch_size": cfg.dense.batch_size}):
-        return dense_search(model, corpus, queries, cfg.dense, cache_dir, device)
+        return dense_search(model, corpus, queries, cfg.dense, cache_dir, device, shard, num_shards,
+                            barrier)
 
 
 def no_test_split(cfg: Config, paths: Paths) -> str | None:
@@ -85,20 +101,38 @@ def no_test_split(cfg: Config, paths: Paths) -> str | None:
     return f"no {cfg.evaluate.split} split: nothing to evaluate"
 
 
-def run(cfg: Config, paths: Paths, system: str) -> dict:
+def run(cfg: Config, paths: Paths, system: str, shard: int | None = None,
+        num_shards: int | None = None) -> dict:
+    from sptar.shards import resolve_shard
+
+    flagged = shard is not None or num_shards is not None
+    shard, num_shards = resolve_shard(shard, num_shards)
     reason = no_test_split(cfg, paths)
+    if shard != 0 and (reason or system == "bm25"):
+        return {PARTIAL: f"shard {shard}/{num_shards}: nothing to share ({reason or 'BM25'}); "
+                         "shard 0 does it all"}
     if reason:
         log.warning("%s: %s (give dataset.test_examples to evaluate)", system, reason)
         return {"system": system, "split": cfg.evaluate.split, "skipped": reason}
     dataset = load_beir(paths.beir, splits=[cfg.evaluate.split])
     qrels = dataset.qrels[cfg.evaluate.split]
     queries = {qid: dataset.queries[qid] for qid in qrels}
-    results = retrieve(cfg, paths, system, dataset.corpus, queries)
+    results = retrieve(cfg, paths, system, dataset.corpus, queries, shard, num_shards, flagged)
+    if results is None:
+        from sptar.shards import group_rank
+
+        merger = "the last shard to finish (or any later run)" if group_rank() is None else "rank 0"
+        return {PARTIAL: f"shard {shard}/{num_shards} encoded its chunks of the corpus; {merger} "
+                         "merges them, searches and writes the output"}
     mean, per_query = evaluate_run(qrels, results)
     folder = output_dir(paths, system)
+    remove_stale_temporaries(folder)  # sharded runs skip the clean-up in execute(): done here
     write_run(folder / "run.trec", results, tag=f"sptar-{system}")
     write_json(folder / "per_query.json", per_query)
     write_json(folder / "metrics.json", mean)
     log.info("%s on %s/%s: %s", system, cfg.dataset.name, cfg.evaluate.split,
              ", ".join(f"{k} {mean[k]:.4f}" for k in ("NDCG@10", "Recall@100")))
-    return {"system": system, "split": cfg.evaluate.split, "queries": len(queries), "metrics": mean}
+    summary = {"system": system, "split": cfg.evaluate.split, "queries": len(queries), "metrics": mean}
+    if num_shards > 1:
+        summary["shards"] = num_shards
+    return summary

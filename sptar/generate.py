@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import re
 import shutil
@@ -67,6 +66,7 @@ from sptar.formats import (
 from sptar.manifest import input_hashes
 from sptar.paths import Paths
 from sptar.resources import check_disk_space, generated_bytes, memory_guard
+from sptar.shards import process_device, resolve_shard
 from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
@@ -337,19 +337,6 @@ def plan_chunks(doc_ids: Sequence[str], doc_tokens: dict[str, list[int]],
     return [ordered[i:i + chunk_size] for i in range(0, len(ordered), chunk_size)]
 
 
-def resolve_shard(shard: int | None, num_shards: int | None) -> tuple[int, int]:
-    """``(shard, num_shards)`` from the flags, else from torchrun/accelerate's environment."""
-    if num_shards is None:
-        num_shards = int(os.environ.get("WORLD_SIZE", "1"))
-        if shard is None:
-            shard = int(os.environ.get("RANK", "0"))
-    shard = 0 if shard is None else shard
-    if num_shards < 1 or not 0 <= shard < num_shards:
-        raise SptarError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < num_shards"
-                         " (fix: e.g. --shard 0 --num-shards 2)")
-    return shard, num_shards
-
-
 # ---------------------------------------------------------------- stage
 
 
@@ -372,15 +359,6 @@ def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
     return needed
 
 
-def _device(cfg: Config) -> str:
-    from sptar.models import resolve_device
-
-    device = resolve_device(cfg.device)
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
-
-
 def fingerprint(cfg: Config, paths: Paths, variant: str, device: str) -> dict[str, Any]:
     """What the chunks depend on: config, upstream outputs, model weights, device kind."""
     from sptar.models import model_fingerprint, resolve_model
@@ -397,8 +375,10 @@ def fingerprint(cfg: Config, paths: Paths, variant: str, device: str) -> dict[st
 
 def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
         shard: int | None = None, num_shards: int | None = None) -> dict[str, Any]:
+    from sptar.models import resolve_device
+
     shard, num_shards = resolve_shard(shard, num_shards)
-    device = _device(cfg)
+    device = process_device(resolve_device(cfg.device))
     work = Workspace(output_dir(paths, variant))
     resumed = work.claim(fingerprint(cfg, paths, variant, device), bool(overwrite),
                          sole_writer=num_shards == 1)

@@ -46,6 +46,7 @@ STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {  # in pipeline ord
 # run-time flags a stage's run() also takes: they say how to run, never what the output is
 RUN_FLAGS: dict[str, tuple[str, ...]] = {
     "generate": ("overwrite", "shard", "num_shards"),
+    "evaluate": ("shard", "num_shards"),
 }
 # a run() that returns {PARTIAL: "why"} did its share only (e.g. one shard): no manifest yet
 PARTIAL = "partial"

@@ -16,6 +16,9 @@ Writes to ``data/runs/<experiment>/train/<variant>/``: ``model/`` (a sentence-tr
 folder: ``SentenceTransformer(path)`` loads it), ``pairs.jsonl`` (every training and dev row:
 query id and text, doc id, source, hard negative ids), ``train_log.jsonl`` (loss per logging
 step, dev scores), ``manifest.json``.
+
+Under ``torchrun`` (or ``accelerate launch``) the trainer runs data-parallel (DDP), one process per
+GPU; rank 0 alone writes the outputs and the manifest, the other ranks end without one.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from sptar.formats import (
 )
 from sptar.paths import Paths
 from sptar.resources import check_disk_space, folder_bytes, memory_guard
+from sptar.shards import barrier, group_rank, launched, process_device, resolve_shard
+from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
 
@@ -364,16 +369,26 @@ def _save_bytes(cfg: Config, with_dev: bool) -> int:
     return weights * (3 if with_dev else 1)
 
 
+def _rank_after_training() -> int:
+    """This process's rank (0 alone), once every process of a launcher's group has trained."""
+    rank = group_rank()
+    if rank is None:
+        return resolve_shard(None, None)[0]
+    barrier()  # rank 0 may only remove the trainer's folder once every rank is done with it
+    return rank
+
+
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
     from sptar.bm25 import BM25Searcher
     from sptar.models import resolve_device
 
     tc = cfg.train
-    device = resolve_device(cfg.device)
+    device = process_device(resolve_device(cfg.device))  # under torchrun: cuda:$LOCAL_RANK
     folder = output_dir(paths, variant)
     work_dir = folder / TRAINER_DIR
-    shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of a killed run
-    remove_stale_temporaries(folder)
+    if resolve_shard(None, None)[0] == 0:  # under torchrun, rank 0 alone writes in folder
+        shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of a killed run
+        remove_stale_temporaries(folder)
 
     corpus_path = paths.beir / "corpus.jsonl"
     corpus = read_corpus(corpus_path)
@@ -382,15 +397,23 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     if tc.hard_negatives:
         mine_hard_negatives(data.train, corpus, searcher, data.judged, tc.hard_negatives,
                             tc.hard_negative_depth, train_seed(cfg))
-    write_jsonl(folder / "pairs.jsonl", pair_rows(data))
     log.info("train %s: %d labeled + %d weak pairs (%d dev pairs), %d hard negatives per pair, "
              "on %s", variant, data.count(LABELED), data.count(WEAK), data.count(DEV),
              tc.hard_negatives, device)
 
+    processes = resolve_shard(None, None)[1] if launched() else 1
+    if processes > 1 and len(data.train) < tc.batch_size * processes:  # DDP drops partial batches
+        raise SptarError(f"train.batch_size {tc.batch_size} x {processes} processes needs at least "
+                         f"{tc.batch_size * processes} training pairs, there are {len(data.train)}"
+                         " (fix: lower train.batch_size, or start fewer processes)")
     check_disk_space(folder, _save_bytes(cfg, bool(data.dev)), "the trained model (and checkpoints)")
     with memory_guard(f"train {variant}", {"train.batch_size": tc.batch_size,
                                            "train.max_seq_length": tc.max_seq_length}):
         model, metrics, log_rows = fit(cfg, data, corpus, searcher, work_dir, device)
+    rank = _rank_after_training()
+    if rank != 0:
+        return {PARTIAL: f"rank {rank} trained its share of each batch; rank 0 writes the model"}
+    write_jsonl(folder / "pairs.jsonl", pair_rows(data))
     with atomic_dir(folder / "model") as tmp:
         model.save_pretrained(str(tmp), create_model_card=False)
     write_jsonl(folder / "train_log.jsonl", log_rows)
