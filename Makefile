@@ -48,6 +48,7 @@ bench: install ## speed/quality benchmarks (not part of the tests); results in b
 	$(PY) benchmarks/bench_encode.py
 	$(PY) benchmarks/bench_filter.py
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_train.py
 
 data: install ## copy + validate the BEIR dataset into data/beir/<name>/
 	$(call sptar,data)

@@ -1,8 +1,8 @@
 """Retriever training steps/s: plain fp32 vs ``train.precision: bf16`` (CPU autocast), one run.
 
 Both train the base encoder from scratch on the same first ``--pairs`` training rows of the
-pipeline's sptar variant (labeled + filtered weak pairs, as ``sptar train`` builds them; needs
-``make filter``), MNRL at the pipeline's batch size and sequence length, one epoch. Reported:
+pipeline's sptar variant (labeled + filtered weak pairs, as ``sptar train`` builds them, after
+``make filter``; the labeled pairs alone before), MNRL at the pipeline's batch size and sequence length, one epoch. Reported:
 seconds per step, steps/s, the ratio, and the final training loss of each.
 """
 
@@ -33,7 +33,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg, paths, _ = prepared(args.pipeline)
     corpus = read_corpus(paths.beir / "corpus.jsonl")
-    data = build_training_data(cfg, paths, "sptar", corpus)
+    variant = "sptar" if (paths.stage("filter", "sptar") / "manifest.json").is_file() else "wo-aug"
+    data = build_training_data(cfg, paths, variant, corpus)
     data = replace(data, train=data.train[:args.pairs], dev=[])
     device = resolve_device(cfg.device)
     rows = []
@@ -48,7 +49,7 @@ def main() -> None:
                      "steps/s": round(steps / seconds, 4), "train_loss": round(metrics["training_loss"], 4)})
     for row in rows:
         row["speedup"] = round(rows[0]["s/step"] / row["s/step"], 2)
-    report("train", rows, {"pipeline": args.pipeline, "device": device,
+    report("train", rows, {"pipeline": args.pipeline, "variant": variant, "device": device,
                            "threads": torch.get_num_threads(),
                            "batch_size": cfg.train.batch_size,
                            "max_seq_length": cfg.train.max_seq_length})
