@@ -90,8 +90,8 @@ zero-shot: data ## evaluate the untouched base encoder on the test split
 
 train-wo-aug: split
 train-inpars train-sptar: train-%: filter-%
-train-wo-aug train-inpars train-sptar:
-	$(call sptar,train --variant $(@:train-%=%))
+train-wo-aug train-inpars train-sptar: train-%:
+	$(call sptar,train --variant $*)
 
 train: train-wo-aug train-inpars train-sptar ## fine-tune the retriever: wo-aug (labeled pairs), inpars and sptar (+ weak pairs)
 

@@ -2,8 +2,8 @@
 
 Both train the base encoder from scratch on the same first ``--pairs`` training rows of the
 pipeline's sptar variant (labeled + filtered weak pairs, as ``sptar train`` builds them, after
-``make filter``; the labeled pairs alone before), MNRL at the pipeline's batch size and sequence length, one epoch. Reported:
-seconds per step, steps/s, the ratio, and the final training loss of each.
+``make filter``; the labeled pairs alone before), MNRL at the pipeline's batch size and sequence
+length, one epoch. Reported: seconds per step, steps/s, the ratio, and the final training loss.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Choose training levers on a dev set carved from the labeled pairs, never on the test split.
 
 Each ``--setting 'NAME=key=value;key=value'`` (``NAME=`` alone: the pipeline as it is; ``--set``
-items apply to every setting) trains the
-chosen variants with ``train.dev_fraction`` of the labeled queries held out, in its own experiment
-folder ``data/runs/<pipeline>-dev-<NAME>/``: split, tune and generate are copied from the
+items apply to every setting) trains the chosen variants with ``train.dev_fraction`` of the
+labeled queries held out, in its own experiment folder ``data/runs/<pipeline>-dev-<NAME>/``: split, tune and generate are copied from the
 pipeline's finished run (``make generate`` first), filter and train run there. The table is the
 dev nDCG@10 (the dev queries' positives plus BM25's top ``train.dev_candidates`` as the corpus)
 of each setting and variant; ``benchmarks/results/dev-levers-<pipeline>.json`` keeps it.
@@ -43,13 +42,11 @@ def run_setting(pipeline: str, name: str, sets: list[str], variants: list[str],
     rows = []
     for variant in variants:
         if variant != "wo-aug":
-            kept = execute("filter", cfg, paths, variant=variant)["summary"]
+            execute("filter", cfg, paths, variant=variant)
         summary = execute("train", cfg, paths, variant=variant)["summary"]
         rows.append({"setting": name, "overrides": " ".join(sets) or "-", "variant": variant,
-                     "weak_pairs": summary["weak_pairs"] if variant != "wo-aug" else 0,
-                     "kept": kept.get("kept", "-") if variant != "wo-aug" else "-",
-                     "dev_queries": summary["dev_queries"], "steps": summary["steps"],
-                     "dev_ndcg@10": summary["best_dev_ndcg@10"],
+                     "weak_pairs": summary["weak_pairs"], "dev_queries": summary["dev_queries"],
+                     "steps": summary["steps"], "dev_ndcg@10": summary["best_dev_ndcg@10"],
                      "train_s": summary["train_seconds"]})
     return rows
 

@@ -11,20 +11,19 @@ sum). Then the main metrics of every evaluated system in both runs and their dif
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from common import report
 
+from sptar.formats import read_json
+from sptar.metrics import MAIN_METRICS
 from sptar.paths import Paths
 from sptar.report import run_span, stage_timings
-
-METRICS = ("NDCG@10", "MAP@100", "Recall@100", "MRR@10")
 
 
 def timings(run: Path) -> dict[str, dict]:
     """The run's stage timings as the report shows them (data, the shared copy, left out)."""
-    dataset = json.loads((run / "split" / "manifest.json").read_text())["config"]["dataset.name"]
+    dataset = read_json(run / "split" / "manifest.json")["config"]["dataset.name"]
     found = stage_timings(Paths(run.parent.parent, run.name, dataset))
     found.pop("data", None)
     return found
@@ -53,11 +52,10 @@ def main() -> None:
     report(f"{args.out}-stages", rows)
     quality = []
     for system in sorted({p.parent.name for run in (a, b) for p in run.glob("evaluate/*/metrics.json")}):
-        ra, rb = (json.loads((run / "evaluate" / system / "metrics.json").read_text())
-                  if (run / "evaluate" / system / "metrics.json").is_file() else {}
-                  for run in (a, b))
+        ra, rb = (read_json(path) if (path := run / "evaluate" / system / "metrics.json").is_file()
+                  else {} for run in (a, b))
         row = {"system": system}
-        for metric in METRICS:
+        for metric in MAIN_METRICS:
             row[f"{metric} {na}"] = ra.get(metric)
             row[f"{metric} {nb}"] = rb.get(metric)
             if metric == "NDCG@10" and ra and rb:

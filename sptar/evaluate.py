@@ -69,10 +69,10 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int
     from sptar.dense import dense_search, embedding_key
     from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_model
     from sptar.resources import check_disk_space, embeddings_bytes, memory_guard
-    from sptar.shards import process_device, process_group
+    from sptar.shards import process_group
 
     name = encoder_for(cfg, paths, system)
-    device = process_device(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
     model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code,
                          cfg.models.download)
     fingerprint = model_fingerprint(resolve_model(name))

@@ -66,7 +66,7 @@ from sptar.formats import (
 from sptar.manifest import input_hashes
 from sptar.paths import Paths
 from sptar.resources import check_disk_space, generated_bytes, memory_guard
-from sptar.shards import process_device, resolve_shard
+from sptar.shards import resolve_shard
 from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
     from sptar.models import resolve_device
 
     shard, num_shards = resolve_shard(shard, num_shards)
-    device = process_device(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)  # under torchrun: cuda:$LOCAL_RANK
     work = Workspace(output_dir(paths, variant))
     resumed = work.claim(fingerprint(cfg, paths, variant, device), bool(overwrite),
                          sole_writer=num_shards == 1)

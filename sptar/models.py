@@ -21,6 +21,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,14 +46,19 @@ _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` is CUDA when torch sees a GPU, else CPU; anything else is checked and returned."""
+    """``auto`` is CUDA when torch sees a GPU, else CPU; anything else is checked and returned.
+
+    Under torchrun / accelerate launch, ``cuda`` is ``cuda:$LOCAL_RANK``: one GPU per process.
+    """
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
         raise SptarError(f"device {device!r} asked for, but torch sees no CUDA GPU"
                          " (fix: set device: auto or cpu)")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device
 
 

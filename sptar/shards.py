@@ -1,5 +1,5 @@
-"""Running one stage as several processes: which shard this process is, its GPU, and the
-torch.distributed group of a launcher.
+"""Running one stage as several processes: which shard this process is, and the
+torch.distributed group of a launcher (its GPU: :func:`sptar.models.resolve_device`).
 
 Two ways to start shards:
 
@@ -8,8 +8,9 @@ Two ways to start shards:
   (the last to end, or any later run) merges and completes the stage.
 - ``torchrun`` / ``accelerate launch``: they set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and
   ``MASTER_ADDR``/``MASTER_PORT``; the shard comes from ``RANK``/``WORLD_SIZE``, the GPU from
-  ``LOCAL_RANK``, and the processes can join one process group (:func:`process_group`) to wait
-  for each other at a barrier, after which rank 0 alone completes the stage.
+  ``LOCAL_RANK`` (:func:`sptar.models.resolve_device`), and the processes can join one process
+  group (:func:`process_group`) to wait for each other at a barrier, after which rank 0 alone
+  completes the stage.
 """
 
 from __future__ import annotations
@@ -38,13 +39,6 @@ def resolve_shard(shard: int | None, num_shards: int | None) -> tuple[int, int]:
         raise SptarError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < num_shards"
                          " (fix: e.g. --shard 0 --num-shards 2)")
     return shard, num_shards
-
-
-def process_device(device: str) -> str:
-    """``cuda`` becomes ``cuda:$LOCAL_RANK`` under a launcher: one GPU per process."""
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
 
 
 def launched() -> bool:

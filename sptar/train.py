@@ -44,7 +44,7 @@ from sptar.formats import (
 )
 from sptar.paths import Paths
 from sptar.resources import check_disk_space, folder_bytes, memory_guard
-from sptar.shards import barrier, group_rank, launched, process_device, resolve_shard
+from sptar.shards import barrier, group_rank, launched, resolve_shard
 from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
@@ -369,11 +369,11 @@ def _save_bytes(cfg: Config, with_dev: bool) -> int:
     return weights * (3 if with_dev else 1)
 
 
-def _rank_after_training() -> int:
+def _rank_after_training(launcher_rank: int) -> int:
     """This process's rank (0 alone), once every process of a launcher's group has trained."""
     rank = group_rank()
     if rank is None:
-        return resolve_shard(None, None)[0]
+        return launcher_rank
     barrier()  # rank 0 may only remove the trainer's folder once every rank is done with it
     return rank
 
@@ -383,10 +383,11 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     from sptar.models import resolve_device
 
     tc = cfg.train
-    device = process_device(resolve_device(cfg.device))  # under torchrun: cuda:$LOCAL_RANK
+    device = resolve_device(cfg.device)  # under torchrun: cuda:$LOCAL_RANK
     folder = output_dir(paths, variant)
     work_dir = folder / TRAINER_DIR
-    if resolve_shard(None, None)[0] == 0:  # under torchrun, rank 0 alone writes in folder
+    launcher_rank, world_size = resolve_shard(None, None)  # RANK / WORLD_SIZE under torchrun
+    if launcher_rank == 0:  # under torchrun, rank 0 alone writes in folder
         shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of a killed run
         remove_stale_temporaries(folder)
 
@@ -401,7 +402,7 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
              "on %s", variant, data.count(LABELED), data.count(WEAK), data.count(DEV),
              tc.hard_negatives, device)
 
-    processes = resolve_shard(None, None)[1] if launched() else 1
+    processes = world_size if launched() else 1
     if processes > 1 and len(data.train) < tc.batch_size * processes:  # DDP drops partial batches
         raise SptarError(f"train.batch_size {tc.batch_size} x {processes} processes needs at least "
                          f"{tc.batch_size * processes} training pairs, there are {len(data.train)}"
@@ -410,7 +411,7 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     with memory_guard(f"train {variant}", {"train.batch_size": tc.batch_size,
                                            "train.max_seq_length": tc.max_seq_length}):
         model, metrics, log_rows = fit(cfg, data, corpus, searcher, work_dir, device)
-    rank = _rank_after_training()
+    rank = _rank_after_training(launcher_rank)
     if rank != 0:
         return {PARTIAL: f"rank {rank} trained its share of each batch; rank 0 writes the model"}
     write_jsonl(folder / "pairs.jsonl", pair_rows(data))
