@@ -22,6 +22,7 @@ Usage: ``python benchmarks/bench_generate.py [--docs 200] [--settings inpars,sof
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 from common import prepared, report
@@ -29,7 +30,7 @@ from common import prepared, report
 from sptar.decoding import LineGenerator, stop_token_ids
 from sptar.formats import doc_text
 from sptar.generate import inpars_examples
-from sptar.models import autocast, load_causal_lm, resolve_model
+from sptar.models import autocast, cast_linear_weights, load_causal_lm, resolve_model
 from sptar.prompts import SOFT_PROMPT_INIT, PromptFormat
 from sptar.split import load_split
 from sptar.stages import execute
@@ -123,8 +124,11 @@ def run_setting(name, cfg, paths, corpus, doc_ids, model, tokenizer, batch_size)
                               soft_prompt=soft, max_new_tokens=max_new, slots=batch_size)
     ours_s = time.perf_counter() - started
     started = time.perf_counter()
-    with autocast("cpu", "bf16"):  # generate.precision bf16: the prefix is computed in bf16 too
-        generator_bf16 = LineGenerator(base_model, prefix, stop_ids=stops,
+    # generate.precision bf16 as the stage runs it: linear weights cast once (a copy, so that the
+    # fp32 path keeps its weights), the prefix computed in bf16 too
+    bf16_model = cast_linear_weights(copy.deepcopy(base_model), "cpu", "bf16")
+    with autocast("cpu", "bf16"):
+        generator_bf16 = LineGenerator(bf16_model, prefix, stop_ids=stops,
                                        pad_id=tokenizer.pad_token_id, soft_prompt=soft,
                                        max_new_tokens=max_new, slots=batch_size)
     bf16_s = time.perf_counter() - started

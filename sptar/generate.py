@@ -432,13 +432,14 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
     from tqdm.auto import tqdm
 
     from sptar.decoding import LineGenerator, stop_token_ids
-    from sptar.models import autocast, load_causal_lm
+    from sptar.models import autocast, cast_linear_weights, load_causal_lm
 
     model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
                                       cfg.models.download)
     soft = None
     if prompt.adapter is not None:
         model, soft = soft_prompt_embeddings(model, prompt.adapter)
+    cast_linear_weights(model, device, cfg.generate.precision)
     total = sum(len(chunks[c]) for c in mine)
     label = f"generate {prompt.style}" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
     started, new_tokens = time.perf_counter(), 0

@@ -290,6 +290,31 @@ def test_bf16_decoding_equals_plain_generate_in_bf16(tiny_llm):
     assert [line.token_ids for line in lines] == expected
 
 
+def test_cast_linear_weights_is_bit_identical_under_autocast(tiny_llm):
+    """Casting the linear weights once gives the same bf16 logits as autocast casting per call,
+    for a frozen model (as PEFT leaves it) with a tied LM head; the embedding stays fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sptar.models import autocast, cast_linear_weights
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm, tie_word_embeddings=True).eval()
+    model.tie_weights()
+    model.requires_grad_(False)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    ids = torch.randint(0, 500, (3, 17), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), autocast("cpu", "bf16"):
+        before = model(input_ids=ids).logits
+        assert cast_linear_weights(model, "cpu", "bf16") is model
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, after)
+    assert model.lm_head.weight.dtype == model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    fp32 = AutoModelForCausalLM.from_pretrained(tiny_llm)
+    cast_linear_weights(fp32, "cpu", "fp32")
+    assert {p.dtype for p in fp32.parameters()} == {torch.float32}
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_bf16_natively(native, monkeypatch):
     import torch
