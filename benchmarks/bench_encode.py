@@ -1,6 +1,7 @@
-"""Corpus encoding: plain fp32 torch vs ``dense.precision: bf16`` (CPU autocast), docs/s and nDCG@10.
+"""Corpus encoding: plain fp32 torch vs bf16 torch (CPU autocast) vs OpenVINO, docs/s and nDCG@10.
 
-Both encode the same documents with the same encoder (``models.encoder``) and settings
+OpenVINO runs as ``dense.backend: auto`` does on CPU (bf16 where the CPU computes bf16 natively).
+All encode the same documents with the same encoder (``models.encoder``) and settings
 (``dense.batch_size``, ``dense.max_seq_length``), in interleaved blocks so that a busy machine
 slows both alike; then each searches the evaluation split with a flat FAISS index and is scored.
 Nothing is read from or written to the embedding cache.
@@ -21,7 +22,12 @@ from sptar.formats import doc_text
 from sptar.metrics import evaluate_run
 from sptar.models import load_encoder
 
-PRECISIONS = ("fp32", "bf16")
+SETTINGS = {  # name: dense config overrides
+    "torch fp32": {"backend": "torch", "precision": "fp32"},
+    "torch bf16": {"backend": "torch", "precision": "bf16"},
+    "openvino": {"backend": "openvino", "precision": "auto"},
+}
+BASE = "torch fp32"
 
 
 def main() -> None:
@@ -38,38 +44,38 @@ def main() -> None:
     doc_ids = list(dataset.corpus)
     texts = [doc_text(dataset.corpus[d]) for d in doc_ids]
     model = load_encoder(cfg.models.encoder, "cpu", cfg.dense.max_seq_length)
-    settings = {p: cfg.dense.model_copy(update={"precision": p}) for p in PRECISIONS}
-    parts: dict[str, list[np.ndarray]] = {p: [] for p in PRECISIONS}
-    seconds = dict.fromkeys(PRECISIONS, 0.0)
+    settings = {name: cfg.dense.model_copy(update=update) for name, update in SETTINGS.items()}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in SETTINGS}
+    seconds = dict.fromkeys(SETTINGS, 0.0)
     for start in range(0, len(texts), args.block):
-        for precision in PRECISIONS:
+        for name in SETTINGS:
             tick = time.perf_counter()
-            parts[precision].append(encode_texts(model, texts[start:start + args.block],
-                                                 settings[precision]))
-            seconds[precision] += time.perf_counter() - tick
-        print(f"  {start + len(parts['fp32'][-1])}/{len(texts)} docs: "
-              + ", ".join(f"{p} {seconds[p]:.0f} s" for p in PRECISIONS), flush=True)
+            parts[name].append(encode_texts(model, texts[start:start + args.block], settings[name]))
+            seconds[name] += time.perf_counter() - tick
+        print(f"  {start + len(parts[BASE][-1])}/{len(texts)} docs: "
+              + ", ".join(f"{p} {seconds[p]:.0f} s" for p in SETTINGS), flush=True)
 
     query_ids = list(queries)
     rows, embeddings = [], {}
-    for precision in PRECISIONS:
-        docs = embeddings[precision] = np.concatenate(parts[precision])
-        query_vectors = encode_texts(model, [queries[q] for q in query_ids], settings[precision])
+    for name in SETTINGS:
+        docs = embeddings[name] = np.concatenate(parts[name])
+        query_vectors = encode_texts(model, [queries[q] for q in query_ids], settings[name])
         run = search_index(build_index(docs, cfg.dense), doc_ids, query_ids, query_vectors,
                            cfg.dense.top_k)
         mean, _ = evaluate_run(qrels, run)
-        rows.append({"precision": precision, "docs": len(docs),
-                     "seconds": round(seconds[precision], 1),
-                     "docs/s": round(len(docs) / seconds[precision], 2),
-                     "speedup": round(seconds["fp32"] / seconds[precision], 2),
+        rows.append({"encoding": name, "docs": len(docs),
+                     "seconds": round(seconds[name], 1),
+                     "docs/s": round(len(docs) / seconds[name], 2),
+                     "speedup": round(seconds[BASE] / seconds[name], 2),
                      "NDCG@10": round(mean["NDCG@10"], 4), "Recall@100": round(mean["Recall@100"], 4)})
-    cosine = (embeddings["fp32"] * embeddings["bf16"]).sum(axis=1)
+    cosines = {name: (embeddings[BASE] * embeddings[name]).sum(axis=1) for name in SETTINGS
+               if name != BASE}
     report("encode", rows, {
         "dataset": f"{cfg.dataset.name} ({len(doc_ids)} docs, {len(query_ids)} queries)",
         "encoder": cfg.models.encoder, "batch_size": cfg.dense.batch_size,
         "max_seq_length": cfg.dense.max_seq_length, "threads": torch.get_num_threads(),
-        "cosine(fp32, bf16) min / mean": [round(float(cosine.min()), 6),
-                                          round(float(cosine.mean()), 6)],
+        **{f"cosine({BASE}, {name}) min / mean": [round(float(c.min()), 6), round(float(c.mean()), 6)]
+           for name, c in cosines.items()},
     })
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from sptar.atomic import atomic_write, file_lock, remove_stale_temporaries
 from sptar.config import DenseConfig
+from sptar.errors import SptarError
 from sptar.formats import Corpus, Run, doc_text, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,39 @@ def _precision(model, cfg: DenseConfig) -> str:
     return effective_precision(str(model.device), cfg.precision)
 
 
+def backend(model, cfg: DenseConfig) -> str:
+    """``dense.backend`` resolved: ``auto`` is OpenVINO for a sentence-transformers model on CPU
+    (when the package is installed), torch otherwise (a GPU, or any other encoder object)."""
+    from sentence_transformers import SentenceTransformer
+
+    from sptar import openvino_encoding
+
+    if cfg.backend == "auto":
+        return ("openvino" if str(model.device) == "cpu" and isinstance(model, SentenceTransformer)
+                and openvino_encoding.available() else "torch")
+    if cfg.backend == "openvino" and str(model.device) != "cpu":
+        raise SptarError(f"dense.backend openvino runs on CPU, but the encoder is on {model.device}"
+                         " (fix: set dense.backend: auto or torch, or device: cpu)")
+    return cfg.backend
+
+
 def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool = False) -> np.ndarray:
-    """Float32 embeddings (unit length for cosine models), computed in ``cfg.precision``."""
+    """Float32 embeddings (unit length for cosine models), computed in ``cfg.precision`` by
+    :func:`backend`."""
+    import torch
+
     from sptar.models import autocast
 
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+    if backend(model, cfg) == "openvino":
+        from sptar import openvino_encoding
+
+        embeddings = openvino_encoding.encode(model, texts, cfg.batch_size, _precision(model, cfg),
+                                              torch.get_num_threads())
+        if _normalize(model):
+            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(embeddings, dtype=np.float32)
     with autocast(str(model.device), cfg.precision):
         embeddings = model.encode(texts, batch_size=cfg.batch_size, convert_to_numpy=True,
                                   normalize_embeddings=_normalize(model),
@@ -55,7 +83,8 @@ def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool 
 
 def embedding_key(model_fingerprint: str, corpus_fingerprint: str, model, cfg: DenseConfig) -> str:
     blob = json.dumps([EMBEDDING_FORMAT, model_fingerprint, corpus_fingerprint,
-                       model.max_seq_length, _normalize(model), _precision(model, cfg)])
+                       model.max_seq_length, _normalize(model), _precision(model, cfg),
+                       backend(model, cfg)])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from sptar.config import DenseConfig
 from sptar.dense import build_index, dense_search, encode_corpus, search_index
+from sptar.formats import doc_text
 
 
 class CountingEncoder:
@@ -91,3 +92,36 @@ def test_killed_between_the_final_array_and_its_id_list_resumes(tmp_path):
     again = CountingEncoder()
     np.testing.assert_array_equal(encode_corpus(again, CORPUS, cfg, cache), expected)
     assert (cache / "ids.json").is_file()
+
+
+def test_openvino_backend_matches_torch_and_keys_its_own_cache(tiny_encoder):
+    """OpenVINO (the CPU default) gives torch's embeddings, in the caller's order, unit length;
+    the two backends never share cached embeddings."""
+    from sptar.dense import backend, embedding_key, encode_texts
+    from sptar.models import load_encoder
+
+    model = load_encoder(str(tiny_encoder), "cpu", 64)
+    texts = [doc_text(doc) for doc in CORPUS.values()] + ["a much longer text " * 20, "x"]
+    torch_cfg, ov_cfg = DenseConfig(backend="torch", precision="fp32"), DenseConfig(precision="fp32", batch_size=4)
+    assert backend(model, ov_cfg) == "openvino" and backend(model, torch_cfg) == "torch"
+    expected = encode_texts(model, texts, torch_cfg)
+    got = encode_texts(model, texts, ov_cfg)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert (got * expected).sum(axis=1).min() > 0.9999
+    np.testing.assert_allclose(encode_texts(model, texts[::-1], ov_cfg), got[::-1], atol=1e-6)
+    assert embedding_key("m", "c", model, torch_cfg) != embedding_key("m", "c", model, ov_cfg)
+
+
+def test_backend_auto_is_torch_for_other_encoders_and_openvino_refuses_a_gpu():
+    from sptar.dense import backend
+    from sptar.errors import SptarError
+
+    assert backend(CountingEncoder(), DenseConfig()) == "torch"
+
+    class OnGpu(CountingEncoder):
+        device = "cuda:0"
+
+    assert backend(OnGpu(), DenseConfig()) == "torch"
+    with pytest.raises(SptarError, match="dense.backend openvino runs on CPU"):
+        backend(OnGpu(), DenseConfig(backend="openvino"))
