@@ -87,7 +87,8 @@ def _compile(model, precision: str, threads: int):
     hint = "bf16" if precision == "bf16" else "f32"
     return ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                       "INFERENCE_NUM_THREADS": threads,
-                                                      "PERFORMANCE_HINT": "LATENCY"})
+                                                      "PERFORMANCE_HINT": "LATENCY",
+                                                      "ENABLE_CPU_PINNING": False})
 
 
 def _tensor_names(features) -> list[str]:

@@ -111,6 +111,10 @@ def test_openvino_backend_matches_torch_and_keys_its_own_cache(tiny_encoder):
     assert (got * expected).sum(axis=1).min() > 0.9999
     np.testing.assert_allclose(encode_texts(model, texts[::-1], ov_cfg), got[::-1], atol=1e-6)
     assert embedding_key("m", "c", model, torch_cfg) != embedding_key("m", "c", model, ov_cfg)
+    from sptar import openvino_encoding
+
+    # pinned, two single-thread stages of `make all -j2` both ran on core 0, each at half speed
+    assert openvino_encoding._compiled(model, "fp32", 1).get_property("ENABLE_CPU_PINNING") is False
 
 
 def test_backend_auto_is_torch_for_other_encoders_and_openvino_refuses_a_gpu():
