@@ -259,16 +259,18 @@ def test_prefix_cache_equals_no_cache_and_plain_generate(tiny_llm, tiny_adapter,
 
 
 def test_bf16_decoding_equals_plain_generate_in_bf16(tiny_llm):
-    """Under bf16 autocast the cached decoder still matches HF generate run the same way."""
+    """Under bf16 autocast the cached decoder still matches HF generate run the same way (with
+    the same attention: in bf16, sdpa's kernel and the decode attention round differently)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sptar.decoding import LineGenerator, stop_token_ids
+    from sptar.decoding import LineGenerator, stop_token_ids, use_decode_attention
     from sptar.models import autocast
     from sptar.prompts import PromptFormat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
+    assert use_decode_attention(model)
     stops = stop_token_ids(tokenizer)
     fmt = PromptFormat(tokenizer, "inpars", max_doc_tokens=40)
     examples = [("The cat sat on the mat.", "where did the cat sit")]
@@ -482,3 +484,25 @@ def test_changed_config_refuses_to_mix_unless_overwrite(setup, monkeypatch, tmp_
     _, fresh = setup("fresh", "generate.max_new_tokens=6")
     execute("generate", changed, fresh, variant="inpars")
     assert outputs(paths, "inpars") == outputs(fresh, "inpars")
+
+
+def test_decode_attention_equals_sdpa_for_one_query_row():
+    """The CPU decode attention gives sdpa's output (grouped heads, padded keys masked out)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from sptar.decoding import decode_attention
+
+    class Module(torch.nn.Module):
+        num_key_value_groups, is_causal = 3, True
+
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(4, 6, 1, 8, generator=gen)
+    key, value = torch.randn(4, 2, 11, 8, generator=gen), torch.randn(4, 2, 11, 8, generator=gen)
+    mask = torch.rand(4, 1, 1, 11, generator=gen) > 0.3
+    mask[:, :, :, -1] = True
+    for m in (mask, None):
+        ours, _ = decode_attention(Module(), query, key, value, m, scaling=0.3)
+        theirs, _ = sdpa_attention_forward(Module(), query, key, value, m, scaling=0.3)
+        assert ours.shape == theirs.shape == (4, 1, 6, 8)
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
