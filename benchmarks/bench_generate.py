@@ -120,7 +120,10 @@ def run_setting(name, cfg, paths, corpus, doc_ids, model, tokenizer, batch_size)
     base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
 
     started = time.perf_counter()
-    generator = LineGenerator(base_model, prefix, stop_ids=stops, pad_id=tokenizer.pad_token_id,
+    # ours on copies: LineGenerator switches its model's decode attention on CPU, and the
+    # baseline keeps plain sdpa
+    generator = LineGenerator(copy.deepcopy(base_model), prefix, stop_ids=stops,
+                              pad_id=tokenizer.pad_token_id,
                               soft_prompt=soft, max_new_tokens=max_new, slots=batch_size)
     ours_s = time.perf_counter() - started
     started = time.perf_counter()
