@@ -69,15 +69,13 @@ def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool 
     if backend(model, cfg) == "openvino":
         from sptar import openvino_encoding
 
-        embeddings = openvino_encoding.encode(model, texts, cfg.batch_size, _precision(model, cfg),
-                                              torch.get_num_threads())
-        if _normalize(model):
-            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(embeddings, dtype=np.float32)
-    with autocast(str(model.device), cfg.precision):
-        embeddings = model.encode(texts, batch_size=cfg.batch_size, convert_to_numpy=True,
-                                  normalize_embeddings=_normalize(model),
-                                  show_progress_bar=show_progress)
+        embeddings = openvino_encoding.encode(model, texts, cfg.batch_size, _normalize(model),
+                                              _precision(model, cfg), torch.get_num_threads())
+    else:
+        with autocast(str(model.device), cfg.precision):
+            embeddings = model.encode(texts, batch_size=cfg.batch_size, convert_to_numpy=True,
+                                      normalize_embeddings=_normalize(model),
+                                      show_progress_bar=show_progress)
     return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 

@@ -121,8 +121,10 @@ def _tensor_names(features) -> list[str]:
     return [key for key, value in features.items() if isinstance(value, torch.Tensor)]
 
 
-def encode(model, texts: list[str], batch_size: int, precision: str, threads: int) -> np.ndarray:
-    """Float32 embeddings of ``texts`` (at least one) in their order, not normalised."""
+def encode(model, texts: list[str], batch_size: int, normalize: bool, precision: str,
+           threads: int) -> np.ndarray:
+    """Float32 embeddings of ``texts`` (at least one) in their order, unit length if
+    ``normalize``: what ``model.encode`` returns, computed by OpenVINO."""
     compiled = _compiled(model, precision, threads)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # as sentence-transformers
     out = None
@@ -133,4 +135,6 @@ def encode(model, texts: list[str], batch_size: int, precision: str, threads: in
         if out is None:
             out = np.empty((len(texts), result.shape[1]), dtype=np.float32)
         out[rows] = result
+    if normalize:  # as torch.nn.functional.normalize, which sentence-transformers uses
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out
