@@ -1,6 +1,9 @@
-"""Corpus encoding: plain fp32 torch vs bf16 torch (CPU autocast) vs OpenVINO, docs/s and nDCG@10.
+"""Corpus encoding: plain fp32 torch vs bf16 torch (CPU autocast) vs OpenVINO (float and int8),
+docs/s and nDCG@10.
 
-OpenVINO runs as ``dense.backend: auto`` does on CPU (bf16 where the CPU computes bf16 natively).
+OpenVINO runs as ``dense.backend: auto`` does on CPU (bf16 where the CPU computes bf16 natively);
+``openvino int8`` as ``dense.quantize: int8``, its quantisation time (calibration on
+``dense.calibration_docs`` corpus documents) counted in its seconds.
 All encode the same documents with the same encoder (``models.encoder``) and settings
 (``dense.batch_size``, ``dense.max_seq_length``), in interleaved blocks so that a busy machine
 slows both alike; then each searches the evaluation split with a flat FAISS index and is scored.
@@ -17,7 +20,7 @@ import time
 import numpy as np
 from common import prepared, report
 
-from sptar.dense import build_index, encode_texts, search_index
+from sptar.dense import build_index, calibration_texts, encode_texts, quantized, search_index
 from sptar.formats import doc_text
 from sptar.metrics import evaluate_run
 from sptar.models import load_encoder
@@ -25,7 +28,8 @@ from sptar.models import load_encoder
 SETTINGS = {  # name: dense config overrides
     "torch fp32": {"backend": "torch", "precision": "fp32"},
     "torch bf16": {"backend": "torch", "precision": "bf16"},
-    "openvino": {"backend": "openvino", "precision": "auto"},
+    "openvino": {"backend": "openvino", "precision": "auto", "quantize": "none"},
+    "openvino int8": {"backend": "openvino", "precision": "auto", "quantize": "int8"},
 }
 BASE = "torch fp32"
 
@@ -45,12 +49,15 @@ def main() -> None:
     texts = [doc_text(dataset.corpus[d]) for d in doc_ids]
     model = load_encoder(cfg.models.encoder, "cpu", cfg.dense.max_seq_length)
     settings = {name: cfg.dense.model_copy(update=update) for name, update in SETTINGS.items()}
+    calibration = {name: calibration_texts(dataset.corpus, setting) if quantized(model, setting) else None
+                   for name, setting in settings.items()}
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SETTINGS}
     seconds = dict.fromkeys(SETTINGS, 0.0)
     for start in range(0, len(texts), args.block):
         for name in SETTINGS:
             tick = time.perf_counter()
-            parts[name].append(encode_texts(model, texts[start:start + args.block], settings[name]))
+            parts[name].append(encode_texts(model, texts[start:start + args.block], settings[name],
+                                            calibration=calibration[name]))
             seconds[name] += time.perf_counter() - tick
         print(f"  {start + len(parts[BASE][-1])}/{len(texts)} docs: "
               + ", ".join(f"{p} {seconds[p]:.0f} s" for p in SETTINGS), flush=True)
@@ -59,7 +66,8 @@ def main() -> None:
     rows, embeddings = [], {}
     for name in SETTINGS:
         docs = embeddings[name] = np.concatenate(parts[name])
-        query_vectors = encode_texts(model, [queries[q] for q in query_ids], settings[name])
+        query_vectors = encode_texts(model, [queries[q] for q in query_ids], settings[name],
+                                     calibration=calibration[name])
         run = search_index(build_index(docs, cfg.dense), doc_ids, query_ids, query_vectors,
                            cfg.dense.top_k)
         mean, _ = evaluate_run(qrels, run)

@@ -1,9 +1,11 @@
-"""Retriever training steps/s: plain fp32 vs ``train.precision: bf16`` (CPU autocast), one run.
+"""Retriever training steps/s: plain fp32 vs ``train.precision: bf16`` (CPU autocast) vs bf16
+with ``train.attention_dropout: 0`` (fused CPU attention), one run.
 
-Both train the base encoder from scratch on the same first ``--pairs`` training rows of the
+All train the base encoder from scratch on the same first ``--pairs`` training rows of the
 pipeline's sptar variant (labeled + filtered weak pairs, as ``sptar train`` builds them, after
-``make filter``; the labeled pairs alone before), MNRL at the pipeline's batch size and sequence
-length, one epoch. Reported: seconds per step, steps/s, the ratio, and the final training loss.
+``make filter``; the labeled pairs alone before), with the pipeline's hard negatives, MNRL at its
+batch size and sequence length, one epoch. Reported: seconds per step, steps/s, the ratio, and
+the final training loss.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from pathlib import Path
 import torch
 from common import prepared, report
 
+from sptar.bm25 import BM25Searcher
 from sptar.formats import read_corpus
 from sptar.models import resolve_device
-from sptar.train import build_training_data, fit
+from sptar.train import build_training_data, fit, mine_hard_negatives, train_seed
 
-PRECISIONS = ("fp32", "bf16")
+SETTINGS = {  # name: train config overrides; the first is the plain way
+    "fp32": {"precision": "fp32", "attention_dropout": None},
+    "bf16": {"precision": "bf16", "attention_dropout": None},
+    "bf16, attention dropout 0": {"precision": "bf16", "attention_dropout": 0.0},
+}
 
 
 def main() -> None:
@@ -36,23 +43,27 @@ def main() -> None:
     variant = "sptar" if (paths.stage("filter", "sptar") / "manifest.json").is_file() else "wo-aug"
     data = build_training_data(cfg, paths, variant, corpus)
     data = replace(data, train=data.train[:args.pairs], dev=[])
+    tc = cfg.train
+    if tc.hard_negatives:
+        mine_hard_negatives(data.train, corpus, BM25Searcher(corpus, cfg.bm25), data.judged,
+                            tc.hard_negatives, tc.hard_negative_depth, train_seed(cfg))
     device = resolve_device(cfg.device)
     rows = []
-    for precision in PRECISIONS:
-        run_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"precision": precision, "epochs": 1, "dev_fraction": 0.0})})
+    for name, update in SETTINGS.items():
+        run_cfg = cfg.model_copy(update={"train": tc.model_copy(
+            update={**update, "epochs": 1, "dev_fraction": 0.0})})
         with tempfile.TemporaryDirectory() as work:
             _, metrics, _ = fit(run_cfg, data, corpus, None, Path(work), device)
         steps, seconds = metrics["global_step"], metrics["train_runtime"]
-        rows.append({"precision": precision, "rows": len(data.train), "steps": steps,
+        rows.append({"setting": name, "rows": len(data.train), "steps": steps,
                      "seconds": round(seconds, 1), "s/step": round(seconds / steps, 3),
                      "steps/s": round(steps / seconds, 4), "train_loss": round(metrics["training_loss"], 4)})
     for row in rows:
         row["speedup"] = round(rows[0]["s/step"] / row["s/step"], 2)
     report("train", rows, {"pipeline": args.pipeline, "variant": variant, "device": device,
                            "threads": torch.get_num_threads(),
-                           "batch_size": cfg.train.batch_size,
-                           "max_seq_length": cfg.train.max_seq_length})
+                           "batch_size": tc.batch_size, "hard_negatives": tc.hard_negatives,
+                           "max_seq_length": tc.max_seq_length})
 
 
 if __name__ == "__main__":

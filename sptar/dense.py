@@ -57,9 +57,26 @@ def backend(model, cfg: DenseConfig) -> str:
     return cfg.backend
 
 
-def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool = False) -> np.ndarray:
+def quantized(model, cfg: DenseConfig) -> bool:
+    """Whether the encoder runs int8-quantised: ``dense.quantize: int8`` where OpenVINO encodes."""
+    return cfg.quantize == "int8" and backend(model, cfg) == "openvino"
+
+
+def calibration_texts(corpus: Corpus, cfg: DenseConfig) -> list[str]:
+    """What int8 quantisation takes activation ranges from: ``dense.calibration_docs`` documents
+    of the corpus, a seeded choice that depends on the documents only (not on their order)."""
+    import random
+
+    ids = sorted(corpus)
+    chosen = random.Random(0).sample(ids, min(cfg.calibration_docs, len(ids)))
+    return [doc_text(corpus[doc_id]) for doc_id in chosen]
+
+
+def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool = False,
+                 calibration: list[str] | None = None) -> np.ndarray:
     """Float32 embeddings (unit length for cosine models), computed in ``cfg.precision`` by
-    :func:`backend`."""
+    :func:`backend`; int8-quantised (:func:`quantized`) with activation ranges from the
+    ``calibration`` texts (:func:`calibration_texts` of the corpus), which it then needs."""
     import torch
 
     from sptar.models import autocast
@@ -69,8 +86,12 @@ def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool 
     if backend(model, cfg) == "openvino":
         from sptar import openvino_encoding
 
+        if quantized(model, cfg) and not calibration:
+            raise SptarError("dense.quantize int8: encode_texts needs calibration texts"
+                             " (sptar.dense.calibration_texts of the corpus)")
         embeddings = openvino_encoding.encode(model, texts, cfg.batch_size, _normalize(model),
-                                              _precision(model, cfg), torch.get_num_threads())
+                                              _precision(model, cfg), torch.get_num_threads(),
+                                              calibration if quantized(model, cfg) else None)
     else:
         with autocast(str(model.device), cfg.precision):
             embeddings = model.encode(texts, batch_size=cfg.batch_size, convert_to_numpy=True,
@@ -82,7 +103,8 @@ def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool 
 def embedding_key(model_fingerprint: str, corpus_fingerprint: str, model, cfg: DenseConfig) -> str:
     blob = json.dumps([EMBEDDING_FORMAT, model_fingerprint, corpus_fingerprint,
                        model.max_seq_length, _normalize(model), _precision(model, cfg),
-                       backend(model, cfg)])
+                       backend(model, cfg)]
+                      + (["int8", cfg.calibration_docs] if quantized(model, cfg) else []))
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -132,6 +154,7 @@ def _encode_chunks(model, corpus: Corpus, ids: list[str], cfg: DenseConfig, cach
     # chunks follow corpus order so that a resumed or sharded run finds the same boundaries.
     starts = [start for number, start in enumerate(range(0, len(ids), cfg.chunk_size))
               if number % num_shards == shard]
+    calibration = calibration_texts(corpus, cfg) if quantized(model, cfg) else None
     label = "encoding corpus" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
     total = sum(len(ids[start:start + cfg.chunk_size]) for start in starts)
     with tqdm(total=total, desc=label, unit="doc") as bar:
@@ -139,7 +162,8 @@ def _encode_chunks(model, corpus: Corpus, ids: list[str], cfg: DenseConfig, cach
             part = _chunk_path(cache_dir, start // cfg.chunk_size, cfg)
             block = ids[start:start + cfg.chunk_size]
             if not part.is_file():
-                chunk = encode_texts(model, [doc_text(corpus[d]) for d in block], cfg)
+                chunk = encode_texts(model, [doc_text(corpus[d]) for d in block], cfg,
+                                     calibration=calibration)
                 with atomic_write(part, "wb") as handle:
                     np.save(handle, chunk)
             bar.update(len(block))
@@ -224,5 +248,9 @@ def dense_search(model, corpus: Corpus, queries: Mapping[str, str], cfg: DenseCo
         return None
     index = build_index(embeddings, cfg, device)
     query_ids = list(queries)
-    query_embeddings = encode_texts(model, [queries[q] for q in query_ids], cfg)
+    calibration = calibration_texts(corpus, cfg) if quantized(model, cfg) else None
+    if cfg.quantize == "int8" and calibration is None:
+        log.info("dense.quantize int8 applies to OpenVINO (CPU) encoding only: the encoder on %s"
+                 " computed in %s", model.device, _precision(model, cfg))
+    query_embeddings = encode_texts(model, [queries[q] for q in query_ids], cfg, calibration=calibration)
     return search_index(index, list(corpus), query_ids, query_embeddings, cfg.top_k)

@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sptar.atomic import atomic_dir, file_lock
 from sptar.errors import SptarError
@@ -259,8 +260,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = None,
-                 trust_remote_code: bool = False, download: bool = False):
-    """Load a sentence-transformers bi-encoder (any HF encoder gets mean pooling)."""
+                 trust_remote_code: bool = False, download: bool = False,
+                 config_overrides: dict[str, Any] | None = None):
+    """Load a sentence-transformers bi-encoder (any HF encoder gets mean pooling); with
+    ``config_overrides``, those settings of the transformer's config are replaced as it loads."""
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_model(name)
@@ -268,7 +271,8 @@ def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = N
         with hub_access(download):
             model = SentenceTransformer(resolved, device=resolve_device(device),
                                         trust_remote_code=trust_remote_code,
-                                        local_files_only=not download)
+                                        local_files_only=not download,
+                                        config_kwargs=config_overrides)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     if max_seq_length:

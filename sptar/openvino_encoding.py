@@ -6,11 +6,17 @@ where the CPU computes bf16 natively (:func:`sptar.models.effective_precision`),
 are tokenized exactly as sentence-transformers does (``model.preprocess``, so ``max_seq_length``
 applies) and batched longest first. Embeddings match torch's to a cosine of about 0.99999 and
 come 1.25-1.3x faster than torch bf16 on one core (``benchmarks/bench_encode.py``).
+
+With calibration texts (``dense.quantize: int8``), the traced model is first quantised to int8 by
+NNCF's post-training quantisation (SmoothQuant, then activation ranges and a bias correction
+measured on those texts): about 1.5x faster again, at an embedding cosine of about 0.997 to the
+unquantised model's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import warnings
 import weakref
@@ -22,7 +28,8 @@ from sptar.errors import SptarError
 
 log = logging.getLogger(__name__)
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(precision, threads): compiled}
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: compiled}
+CALIBRATION_BATCH = 16  # calibration texts per batch of activation statistics
 
 
 def available() -> bool:
@@ -49,19 +56,30 @@ def _import_openvino():
     return openvino
 
 
-def _compiled(model, precision: str, threads: int):
-    """The model compiled for (precision, threads), converted on first use (a few seconds)."""
+def _compiled(model, precision: str, threads: int, calibration: list[str] | None):
+    """The model compiled for (precision, threads, calibration), converted on first use (a few
+    seconds; quantising takes 10-20 s more)."""
+    import hashlib
+
     per_model = _COMPILED.setdefault(model, {})
-    key = (precision, threads)
+    key = (precision, threads,
+           calibration and hashlib.sha256("\0".join(calibration).encode()).hexdigest())
     if key not in per_model:
-        per_model[key] = _compile(model, precision, threads)
+        converted = _convert(model)
+        if calibration:
+            converted = _quantize(model, converted, calibration)
+        hint = "bf16" if precision == "bf16" else "f32"
+        per_model[key] = _import_openvino().Core().compile_model(
+            converted, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                               "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
     return per_model[key]
 
 
-def _compile(model, precision: str, threads: int):
+def _convert(model):
+    """The sentence-transformers module chain as an OpenVINO model (dynamic batch and length)."""
     import torch
 
-    ov = _import_openvino()
+    _import_openvino()  # first: openvino.frontend below would import openvino with its telemetry
     example = _features(model, ["an example sentence", "another"])
     names = _tensor_names(example)
     constants = {key: value for key, value in example.items() if key not in names}  # e.g. modality
@@ -75,7 +93,7 @@ def _compile(model, precision: str, threads: int):
             features = {**constants, **dict(zip(names, tensors, strict=True))}
             return self.chain(features)["sentence_embedding"]
 
-    log.info("converting the encoder to OpenVINO (%s, %d thread(s))", precision, threads)
+    log.info("converting the encoder to OpenVINO")
     # The PyTorch frontend directly (what ov.convert_model runs, without its command-line layer).
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
@@ -87,12 +105,26 @@ def _compile(model, precision: str, threads: int):
         decoder = TorchScriptPythonDecoder(Embed(model).eval(),
                                            example_input=tuple(example[n] for n in names))
         frontend = FrontEndManager().load_by_framework("pytorch")
-        converted = frontend.convert(frontend.load(decoder))  # inputs: dynamic [batch, tokens]
-    hint = "bf16" if precision == "bf16" else "f32"
-    return ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                      "INFERENCE_NUM_THREADS": threads,
-                                                      "PERFORMANCE_HINT": "LATENCY",
-                                                      "ENABLE_CPU_PINNING": False})
+        return frontend.convert(frontend.load(decoder))  # inputs: dynamic [batch, tokens]
+
+
+def _quantize(model, converted, calibration: list[str]):
+    """``converted`` quantised to int8 by NNCF, activation ranges from the calibration texts."""
+    _import_openvino()  # first: without openvino_telemetry, nncf sends no telemetry either
+    try:
+        with _quiet("nncf"):  # "NNCF initialized successfully"
+            import nncf
+    except ImportError as exc:
+        raise SptarError("dense.quantize int8 needs the nncf package (fix: make install, or set"
+                         " dense.quantize: none)") from exc
+    names = _tensor_names(_features(model, calibration[:1]))
+    batches = [[features[name].numpy() for name in names]
+               for features in (_features(model, calibration[start:start + CALIBRATION_BATCH])
+                                for start in range(0, len(calibration), CALIBRATION_BATCH))]
+    log.info("quantising the encoder to int8 (calibration: %d texts)", len(calibration))
+    with _quiet("nncf"), contextlib.redirect_stdout(io.StringIO()):  # its progress bars
+        return nncf.quantize(converted, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=len(batches))
 
 
 @contextlib.contextmanager
@@ -122,10 +154,11 @@ def _tensor_names(features) -> list[str]:
 
 
 def encode(model, texts: list[str], batch_size: int, normalize: bool, precision: str,
-           threads: int) -> np.ndarray:
+           threads: int, calibration: list[str] | None = None) -> np.ndarray:
     """Float32 embeddings of ``texts`` (at least one) in their order, unit length if
-    ``normalize``: what ``model.encode`` returns, computed by OpenVINO."""
-    compiled = _compiled(model, precision, threads)
+    ``normalize``: what ``model.encode`` returns, computed by OpenVINO (int8-quantised with
+    activation ranges from ``calibration`` when given)."""
+    compiled = _compiled(model, precision, threads, calibration)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # as sentence-transformers
     out = None
     for start in range(0, len(texts), batch_size):

@@ -312,8 +312,10 @@ def fit(cfg: Config, data: TrainingData, corpus: Corpus, searcher, work_dir: Pat
     from sptar.models import load_encoder
 
     tc = cfg.train
+    dropout = attention_dropout_setting(cfg) if tc.attention_dropout is not None else {}
     model = load_encoder(cfg.models.encoder, device, tc.max_seq_length, cfg.models.trust_remote_code,
-                         cfg.models.download)
+                         cfg.models.download, config_overrides={key: tc.attention_dropout
+                                                                for key in dropout})
     evaluator = (dev_evaluator(data.dev, corpus, searcher, tc.dev_candidates, tc.batch_size)
                  if data.dev else None)
     rows: list[dict[str, Any]] = []
@@ -327,10 +329,32 @@ def fit(cfg: Config, data: TrainingData, corpus: Corpus, searcher, work_dir: Pat
     )
     _quiet_progress_bar(trainer)
     result = trainer.train()
+    for key, value in dropout.items():  # the saved config keeps the encoder's own value
+        setattr(trainer.model[0].auto_model.config, key, value)
     metrics = dict(result.metrics, global_step=result.global_step, training_loss=result.training_loss,
                    best_metric=trainer.state.best_metric,
                    best_step=_checkpoint_step(trainer.state.best_model_checkpoint))
     return trainer.model, metrics, rows
+
+
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT family; others
+
+
+def attention_dropout_setting(cfg: Config) -> dict[str, float]:
+    """``{config key: the encoder's own value}`` of its attention dropout (for ``train.attention_dropout``)."""
+    from transformers import AutoConfig
+
+    from sptar.models import hub_access, resolve_model
+
+    with hub_access(cfg.models.download):
+        config = AutoConfig.from_pretrained(resolve_model(cfg.models.encoder),
+                                            trust_remote_code=cfg.models.trust_remote_code,
+                                            local_files_only=not cfg.models.download)
+    for key in ATTENTION_DROPOUT_KEYS:
+        if isinstance(getattr(config, key, None), int | float):
+            return {key: getattr(config, key)}
+    raise SptarError(f"train.attention_dropout: the config of {cfg.models.encoder} ({config.model_type})"
+                     f" has none of {', '.join(ATTENTION_DROPOUT_KEYS)} (fix: leave train.attention_dropout unset)")
 
 
 def _checkpoint_step(checkpoint: str | None) -> int | None:

@@ -114,7 +114,48 @@ def test_openvino_backend_matches_torch_and_keys_its_own_cache(tiny_encoder):
     from sptar import openvino_encoding
 
     # pinned, two single-thread stages of `make all -j2` both ran on core 0, each at half speed
-    assert openvino_encoding._compiled(model, "fp32", 1).get_property("ENABLE_CPU_PINNING") is False
+    assert openvino_encoding._compiled(model, "fp32", 1, None).get_property("ENABLE_CPU_PINNING") is False
+
+
+def test_int8_encoding_is_close_deterministic_and_cached_apart(tiny_encoder, monkeypatch):
+    """dense.quantize int8: embeddings near the unquantised ones, the same on every load (the
+    calibration sample does not depend on corpus order), their own embedding cache key, and no
+    network use (NNCF sends telemetry through openvino_telemetry where it can import it)."""
+    import socket
+
+    from sptar.dense import calibration_texts, embedding_key, encode_texts, quantized
+    from sptar.errors import SptarError
+    from sptar.models import load_encoder
+
+    attempts = []
+
+    def blocked(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    for name in ("create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, blocked)
+    monkeypatch.setattr(socket.socket, "connect", blocked)
+
+    model = load_encoder(str(tiny_encoder), "cpu", 64)
+    texts = [doc_text(doc) for doc in CORPUS.values()]
+    plain, int8 = DenseConfig(precision="fp32"), DenseConfig(precision="fp32", quantize="int8",
+                                                             calibration_docs=8)
+    calibration = calibration_texts(CORPUS, int8)
+    assert len(calibration) == 8 and calibration == calibration_texts(dict(reversed(CORPUS.items())), int8)
+    assert quantized(model, int8) and not quantized(model, plain)
+    got = encode_texts(model, texts, int8, calibration=calibration)
+    assert (got * encode_texts(model, texts, plain)).sum(axis=1).min() > 0.98
+    again = encode_texts(load_encoder(str(tiny_encoder), "cpu", 64), texts, int8, calibration=calibration)
+    np.testing.assert_array_equal(again, got)
+    assert embedding_key("m", "c", model, int8) != embedding_key("m", "c", model, plain)
+    assert embedding_key("m", "c", model, int8) != embedding_key(
+        "m", "c", model, int8.model_copy(update={"calibration_docs": 9}))
+    assert attempts == []
+    with pytest.raises(SptarError, match="needs calibration texts"):
+        encode_texts(model, texts, int8)
+    with pytest.raises(ValueError, match="quantize int8 needs the OpenVINO backend"):
+        DenseConfig(backend="torch", quantize="int8")
 
 
 def test_backend_auto_is_torch_for_other_encoders_and_openvino_refuses_a_gpu():

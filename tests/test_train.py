@@ -230,6 +230,37 @@ def test_model_selection_on_a_labeled_dev_set(tiny_encoder, tmp_path):
                                                         "train_log.jsonl"]
 
 
+def test_attention_dropout_applies_while_training_only(tiny_encoder, tmp_path, monkeypatch):
+    """train.attention_dropout replaces the encoder's attention dropout during training (hidden
+    dropout untouched); the saved config keeps the encoder's own value."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers.models.bert.modeling_bert import BertSelfAttention
+
+    seen: list[tuple[set[float], set[float]]] = []
+    original = SentenceTransformerTrainer.train
+
+    def recording(trainer, *args, **kwargs):
+        attention = {m.dropout.p for m in trainer.model.modules() if isinstance(m, BertSelfAttention)}
+        other = {m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)} - attention
+        seen.append((attention, other))
+        return original(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", recording)
+    cfg = _config(tiny_encoder, "train.attention_dropout=0")
+    paths = paths_for(cfg, tmp_path / "data")
+    _prepare(cfg, paths)
+    execute("train", cfg, paths, variant="wo-aug")
+    assert seen == [({0.0}, {0.1})]
+    saved = read_json(paths.stage("train", "wo-aug") / "model" / "config.json")
+    assert saved["attention_probs_dropout_prob"] == 0.1
+
+    monkeypatch.setattr("sptar.train.ATTENTION_DROPOUT_KEYS", ("no_such_setting",))
+    with pytest.raises(SptarError, match="has none of no_such_setting"):
+        execute("train", _config(tiny_encoder, "train.attention_dropout=0", "train.seed=7"), paths,
+                variant="wo-aug")
+
+
 def test_carve_dev_and_bad_settings():
     rows = [Example(f"q{i}", f"query {i}", f"d{i}", "labeled") for i in range(10)]
     train, dev = carve_dev(rows, 0.2, seed=3)
