@@ -32,6 +32,7 @@ from sptar.formats import doc_text
 from sptar.generate import inpars_examples
 from sptar.models import autocast, cast_linear_weights, load_causal_lm, resolve_model
 from sptar.prompts import SOFT_PROMPT_INIT, PromptFormat
+from sptar.resources import decoding_rows
 from sptar.split import load_split
 from sptar.stages import execute
 
@@ -208,7 +209,7 @@ def main() -> None:
     execute("split", cfg, paths)
     doc_ids = load_split(paths).unlabeled[:args.docs]
     model, tokenizer = load_causal_lm(cfg.models.llm, "cpu")
-    batch_size = args.batch_size or cfg.generate.batch_size
+    batch_size = args.batch_size or decoding_rows(cfg.generate.batch_size, model, "cpu", 0)
     rows, notes = [], {"model": cfg.models.llm, "device": "cpu", "threads": torch.get_num_threads(),
                        "batch_size": batch_size, "max_new_tokens": cfg.generate.max_new_tokens,
                        "max_doc_tokens": cfg.generate.max_doc_tokens, "decoding": "greedy"}

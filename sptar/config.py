@@ -176,10 +176,19 @@ class GenerateConfig(Section):
     max_doc_tokens: int = Field(256, ge=8)  # the document in the prompt is cut to this many tokens
     inpars_examples: int = Field(3, ge=1)  # example pairs in the InPars prompt (from prompt-train)
     retries: int = Field(2, ge=0)  # an empty query is re-sampled this often, then dropped
-    batch_size: int = Field(16, ge=1)  # rows decoded at once (refilled as rows finish)
+    # rows decoded at once (refilled as rows finish); auto: 16 on CPU, on CUDA as many as half
+    # the free GPU memory holds key/value caches for (sptar.resources.decoding_rows)
+    batch_size: int | Literal["auto"] = 16
     chunk_size: int = Field(64, ge=1)  # documents per resumable part file
     prefix_cache: bool = True  # compute the shared prompt prefix once (false: per batch)
     precision: Precision = "auto"  # see Precision (bf16 changes some greedy outputs)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _rows(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError("should be a number of rows (1 or more) or auto")
 
     @model_validator(mode="after")
     def _greedy_writes_one(self) -> GenerateConfig:

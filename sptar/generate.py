@@ -65,7 +65,7 @@ from sptar.formats import (
 )
 from sptar.manifest import input_hashes
 from sptar.paths import Paths
-from sptar.resources import check_disk_space, generated_bytes, memory_guard
+from sptar.resources import check_disk_space, decoding_rows, generated_bytes, memory_guard
 from sptar.shards import resolve_shard
 from sptar.stages import PARTIAL
 
@@ -407,9 +407,8 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
         gen = cfg.generate
         check_disk_space(work.folder, generated_bytes(stats["docs"], gen.queries_per_doc,
                                                       gen.max_new_tokens), "the generated queries")
-        with memory_guard(f"generate {variant}", {"generate.batch_size": gen.batch_size}):
-            stats.update(_generate_chunks(cfg, work, chunks, mine, doc_tokens, prompt, device,
-                                          fmt, shard, num_shards))
+        stats.update(_generate_chunks(cfg, work, chunks, mine, doc_tokens, prompt, device, fmt,
+                                      shard, num_shards, f"generate {variant}"))
     with file_lock(work.lock):
         done = work.done(len(chunks))
         if len(done) < len(chunks):
@@ -428,7 +427,7 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
 
 def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine: list[int],
                      doc_tokens: dict[str, list[int]], prompt: Prompt, device: str, fmt,
-                     shard: int, num_shards: int) -> dict[str, Any]:
+                     shard: int, num_shards: int, what: str) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from sptar.decoding import LineGenerator, stop_token_ids
@@ -442,13 +441,17 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
     cast_linear_weights(model, device, cfg.generate.precision)
     total = sum(len(chunks[c]) for c in mine)
     label = f"generate {prompt.style}" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
+    prefix_ids = fmt.prefix_ids(prompt.examples)
+    widest = max(len(doc_tokens[doc]) for c in mine for doc in chunks[c])
+    rows = decoding_rows(cfg.generate.batch_size, model, device, (0 if soft is None else soft.shape[1])
+                         + len(prefix_ids) + widest + 2 * cfg.generate.max_new_tokens)
     started, new_tokens = time.perf_counter(), 0
-    with autocast(device, cfg.generate.precision), tqdm(total=total, desc=label, unit="doc") as bar:
-        generator = LineGenerator(model, fmt.prefix_ids(prompt.examples),
-                                  stop_ids=stop_token_ids(tokenizer), pad_id=tokenizer.pad_token_id,
-                                  soft_prompt=soft, use_cache=cfg.generate.prefix_cache,
-                                  max_new_tokens=cfg.generate.max_new_tokens,
-                                  slots=cfg.generate.batch_size)
+    with memory_guard(what, {"generate.batch_size": rows}), autocast(device, cfg.generate.precision), \
+            tqdm(total=total, desc=label, unit="doc") as bar:
+        generator = LineGenerator(model, prefix_ids, stop_ids=stop_token_ids(tokenizer),
+                                  pad_id=tokenizer.pad_token_id, soft_prompt=soft,
+                                  use_cache=cfg.generate.prefix_cache,
+                                  max_new_tokens=cfg.generate.max_new_tokens, slots=rows)
         for number in mine:
             chunk_start = time.perf_counter()
             items = [Item(doc, k, doc_tokens[doc]) for doc in chunks[number]
@@ -466,7 +469,7 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
     log.info("%s: %d docs in %.1f s (%.2f docs/s, %d new tokens)", label, total, elapsed,
              total / elapsed, new_tokens)
     return {"seconds": round(elapsed, 3), "docs_per_s": round(total / elapsed, 4),
-            "new_tokens": new_tokens}
+            "new_tokens": new_tokens, "rows_at_once": rows}
 
 
 def merge(work: Workspace, count: int, pool: list[str], corpus: Corpus,

@@ -1,4 +1,5 @@
-"""Resources: a clear error instead of an out-of-memory crash, and free disk space checked first.
+"""Resources: a clear error instead of an out-of-memory crash, free disk space checked first,
+and generation batches sized to the GPU's memory.
 
 - :func:`memory_guard` wraps the batched work of a stage (encoding, generation, prompt tuning,
   training). An out-of-memory error inside (``torch.cuda.OutOfMemoryError``, a ``RuntimeError``
@@ -11,6 +12,8 @@
 - :func:`check_disk_space` runs before a stage writes a large output (the corpus-embedding
   cache, generated queries, a trained model and its checkpoints, the converted LLM) and fails
   with the folder, the bytes needed and the bytes free, before any work is spent on it.
+- :func:`decoding_rows` resolves ``generate.batch_size: auto``: on CUDA, the rows whose
+  key/value caches fill half the free GPU memory.
 """
 
 from __future__ import annotations
@@ -71,6 +74,40 @@ def memory_guard(what: str, keys: Mapping[str, object]) -> Iterator[None]:
 
 def _smaller(value: object) -> object:
     return max(1, value // 2) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# ---------------------------------------------------------------- batch sizes
+
+CPU_DECODING_ROWS = 16  # generate.batch_size auto on CPU (32 was no faster on 2 cores)
+GPU_MEMORY_SHARE = 0.5  # of the free GPU memory, for the decoding cache (the rest: activations)
+MAX_DECODING_ROWS = 512
+
+
+def kv_bytes_per_token(config, itemsize: int) -> int:
+    """Bytes of key/value cache that one token takes in every layer of a decoder."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * itemsize
+
+
+def decoding_rows(configured: int | str, model, device: str, tokens_per_row: int) -> int:
+    """``generate.batch_size`` resolved: a number as it is; ``auto`` is CPU_DECODING_ROWS on CPU
+    and, on CUDA, as many rows as GPU_MEMORY_SHARE of the free memory (after the model is loaded)
+    holds caches of ``tokens_per_row`` for, between 1 and MAX_DECODING_ROWS."""
+    if configured != "auto":
+        return int(configured)
+    if not device.startswith("cuda"):
+        return CPU_DECODING_ROWS
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    itemsize = model.get_input_embeddings().weight.element_size()
+    per_row = kv_bytes_per_token(model.config, itemsize) * tokens_per_row
+    rows = max(1, min(MAX_DECODING_ROWS, int(free * GPU_MEMORY_SHARE // per_row)))
+    log.info("generate.batch_size auto: %d rows (%s free on %s, %s of cache per row)", rows,
+             human_bytes(free), device, human_bytes(per_row))
+    return rows
 
 
 # ---------------------------------------------------------------- disk space

@@ -393,6 +393,7 @@ def test_both_variants_follow_the_contract(setup):
         assert summary["documents"] == len(pool) == 12 and summary["chunks"] == 3
         assert summary["queries"] == len(queries) and summary["dropped"] == len(dropped)
         assert summary["docs_per_s"] > 0 and summary["new_tokens"] > 0
+        assert summary["this_run"]["rows_at_once"] == cfg.generate.batch_size
         assert summary["prompt"]["soft_prompt"] == (variant == "sptar")
         assert summary["prompt"]["prefix_tokens"] > 0
         assert summary["retried"] > 0  # the tiny model writes empty lines: retries happen

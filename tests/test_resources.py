@@ -16,7 +16,13 @@ import sptar.resources
 from sptar.cli import main
 from sptar.errors import SptarError
 from sptar.formats import write_json
-from sptar.resources import check_disk_space, is_out_of_memory, memory_guard
+from sptar.resources import (
+    check_disk_space,
+    decoding_rows,
+    is_out_of_memory,
+    kv_bytes_per_token,
+    memory_guard,
+)
 from sptar.stages import execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
@@ -118,6 +124,25 @@ def _oom_cuda(*args, **kwargs):
 def _oom_cpu(*args, **kwargs):
     raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
                        "memory: you tried to allocate 8589934592 bytes. Error code 12")
+
+
+def test_decoding_rows_auto_fit_half_the_free_gpu_memory(monkeypatch):
+    """generate.batch_size: a number is kept; auto is 16 on CPU and, on CUDA, the rows whose
+    key/value caches fill half the free memory (1 to 512)."""
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                             hidden_size=576)  # SmolLM2-135M: head_dim 64
+    weight = torch.zeros(2, 2, dtype=torch.bfloat16)
+    model = SimpleNamespace(config=config, get_input_embeddings=lambda: SimpleNamespace(weight=weight))
+    assert kv_bytes_per_token(config, 2) == 2 * 30 * 3 * 64 * 2
+    per_row = kv_bytes_per_token(config, 2) * 700
+    assert decoding_rows(7, model, "cuda:0", 700) == 7
+    assert decoding_rows("auto", model, "cpu", 700) == 16
+    for free, rows in ((8 * 2**30, 8 * 2**30 // 2 // per_row), (2**20, 1), (2**40, 512)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
+        assert decoding_rows("auto", model, "cuda:0", 700) == rows
+    assert 8 * 2**30 // 2 // per_row == 266
 
 
 OOM_CASES = [  # stage argv, what to break, the expected advice
