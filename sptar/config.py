@@ -152,7 +152,7 @@ class DenseConfig(Section):
     # auto: OpenVINO on CPU (1.25-1.3x torch's speed, see sptar.openvino_encoding), torch on GPU
     backend: Literal["auto", "torch", "openvino"] = "auto"
     # int8: OpenVINO encodes with an int8-quantised copy of the encoder (NNCF post-training
-    # quantisation, activation ranges from calibration_docs documents of the corpus): ~1.5x
+    # quantisation, activation ranges from calibration_docs documents of the corpus): ~1.36x
     # faster on CPU. Only the OpenVINO backend quantises; on a GPU (backend auto) it is ignored.
     quantize: Literal["none", "int8"] = "none"
     calibration_docs: int = Field(64, ge=1)

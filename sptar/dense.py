@@ -101,10 +101,13 @@ def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool 
 
 
 def embedding_key(model_fingerprint: str, corpus_fingerprint: str, model, cfg: DenseConfig) -> str:
+    from sptar import openvino_encoding
+
     blob = json.dumps([EMBEDDING_FORMAT, model_fingerprint, corpus_fingerprint,
                        model.max_seq_length, _normalize(model), _precision(model, cfg),
                        backend(model, cfg)]
-                      + (["int8", cfg.calibration_docs] if quantized(model, cfg) else []))
+                      + (["int8", cfg.calibration_docs, openvino_encoding.KEEP_FLOAT]
+                         if quantized(model, cfg) else []))
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

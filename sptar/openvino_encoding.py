@@ -9,8 +9,8 @@ come 1.25-1.3x faster than torch bf16 on one core (``benchmarks/bench_encode.py`
 
 With calibration texts (``dense.quantize: int8``), the traced model is first quantised to int8 by
 NNCF's post-training quantisation (SmoothQuant, then activation ranges and a bias correction
-measured on those texts): about 1.5x faster again, at an embedding cosine of about 0.997 to the
-unquantised model's.
+measured on those texts; the layers of ``KEEP_FLOAT`` stay float): about 1.36x faster again, at
+an embedding cosine of about 0.9986 to the unquantised model's.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: compiled}
 CALIBRATION_BATCH = 16  # calibration texts per batch of activation statistics
+# Layers int8 leaves in float: the feed-forward output projections of BERT-style encoders (their
+# input, after GELU, has the widest range). On SciFact with MiniLM this halves the embedding
+# error (1 - cosine to bf16: 0.0028 -> 0.0014) for 1.36x instead of 1.47x bf16's docs/s.
+KEEP_FLOAT = [r".*layer\.\d+\.output\.dense/.*"]
 
 
 def available() -> bool:
@@ -124,7 +128,8 @@ def _quantize(model, converted, calibration: list[str]):
     log.info("quantising the encoder to int8 (calibration: %d texts)", len(calibration))
     with _quiet("nncf"), contextlib.redirect_stdout(io.StringIO()):  # its progress bars
         return nncf.quantize(converted, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=len(batches))
+                             subset_size=len(batches),
+                             ignored_scope=nncf.IgnoredScope(patterns=KEEP_FLOAT, validate=False))
 
 
 @contextlib.contextmanager
