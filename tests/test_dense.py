@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -152,6 +154,14 @@ def test_int8_encoding_is_close_deterministic_and_cached_apart(tiny_encoder, mon
     assert embedding_key("m", "c", model, int8) != embedding_key(
         "m", "c", model, int8.model_copy(update={"calibration_docs": 9}))
     assert attempts == []
+    from sptar import openvino_encoding
+
+    quantised = openvino_encoding._quantize(model, openvino_encoding._convert(model), calibration)
+    int8_inputs = {target.get_node().get_friendly_name() for op in quantised.get_ordered_ops()
+                   if op.get_type_name() == "FakeQuantize"
+                   for output in op.outputs() for target in output.get_target_inputs()}
+    assert any("intermediate.dense" in name for name in int8_inputs)
+    assert not any(re.search(r"layer\.\d+\.output\.dense", name) for name in int8_inputs)  # KEEP_FLOAT
     with pytest.raises(SptarError, match="needs calibration texts"):
         encode_texts(model, texts, int8)
     with pytest.raises(ValueError, match="quantize int8 needs the OpenVINO backend"):
