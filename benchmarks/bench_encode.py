@@ -9,7 +9,8 @@ All encode the same documents with the same encoder (``models.encoder``) and set
 slows both alike; then each searches the evaluation split with a flat FAISS index and is scored.
 Nothing is read from or written to the embedding cache.
 
-Usage: ``python benchmarks/bench_encode.py [--pipeline scifact-quick] [--block 512]``
+Usage: ``python benchmarks/bench_encode.py [--pipeline scifact-quick] [--block 512] [--docs N]``
+(``--docs``: only the first N documents, a quick check whose nDCG@10 searches that subset only)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="scifact-quick")
     parser.add_argument("--block", type=int, default=512, help="documents per interleaved block")
+    parser.add_argument("--docs", type=int, default=None, help="only the first N documents")
     args = parser.parse_args()
 
     import torch
@@ -45,7 +47,7 @@ def main() -> None:
     cfg, paths, dataset = prepared(args.pipeline)
     qrels = dataset.qrels[cfg.evaluate.split]
     queries = {qid: dataset.queries[qid] for qid in qrels}
-    doc_ids = list(dataset.corpus)
+    doc_ids = list(dataset.corpus)[:args.docs]
     texts = [doc_text(dataset.corpus[d]) for d in doc_ids]
     model = load_encoder(cfg.models.encoder, "cpu", cfg.dense.max_seq_length)
     settings = {name: cfg.dense.model_copy(update=update) for name, update in SETTINGS.items()}
