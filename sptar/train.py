@@ -346,10 +346,14 @@ def attention_dropout_setting(cfg: Config) -> dict[str, float]:
 
     from sptar.models import hub_access, resolve_model
 
-    with hub_access(cfg.models.download):
-        config = AutoConfig.from_pretrained(resolve_model(cfg.models.encoder),
-                                            trust_remote_code=cfg.models.trust_remote_code,
-                                            local_files_only=not cfg.models.download)
+    try:
+        with hub_access(cfg.models.download):
+            config = AutoConfig.from_pretrained(resolve_model(cfg.models.encoder),
+                                                trust_remote_code=cfg.models.trust_remote_code,
+                                                local_files_only=not cfg.models.download)
+    except (OSError, ValueError) as exc:
+        raise SptarError(f"train.attention_dropout: no transformer config found for {cfg.models.encoder}"
+                         f" ({str(exc).splitlines()[0][:160]}) (fix: leave train.attention_dropout unset)") from exc
     for key in ATTENTION_DROPOUT_KEYS:
         if isinstance(getattr(config, key, None), int | float):
             return {key: getattr(config, key)}
