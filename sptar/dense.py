@@ -125,8 +125,11 @@ def _chunk_path(cache_dir: Path, number: int, cfg: DenseConfig) -> Path:
 
 
 def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path, shard: int = 0,
-                  num_shards: int = 1, barrier: Callable[[], None] | None = None) -> np.ndarray | None:
-    """Embeddings of every document in corpus order, from the cache or encoded (resumably).
+                  num_shards: int = 1, barrier: Callable[[], None] | None = None,
+                  calibration: list[str] | None = None) -> np.ndarray | None:
+    """Embeddings of every document in corpus order, from the cache or encoded (resumably);
+    int8-quantised with the ``calibration`` texts (:func:`calibration_texts` of the corpus when
+    not given).
 
     Shard ``shard`` of ``num_shards`` encodes only the chunks ``c % num_shards == shard`` and
     returns None when merging them is another process's job: with a ``barrier`` (a process
@@ -136,7 +139,9 @@ def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path, shar
     ids = list(corpus)
     embeddings = _cached_embeddings(cache_dir, ids)
     if embeddings is None:
-        _encode_chunks(model, corpus, ids, cfg, cache_dir, shard, num_shards)
+        if calibration is None and quantized(model, cfg):
+            calibration = calibration_texts(corpus, cfg)
+        _encode_chunks(model, corpus, ids, cfg, cache_dir, shard, num_shards, calibration)
     if barrier is not None:
         barrier()
         if shard != 0:
@@ -148,7 +153,7 @@ def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path, shar
 
 
 def _encode_chunks(model, corpus: Corpus, ids: list[str], cfg: DenseConfig, cache_dir: Path,
-                   shard: int, num_shards: int) -> None:
+                   shard: int, num_shards: int, calibration: list[str] | None) -> None:
     """Encode this shard's chunks that are not on disk yet, each written as it is done."""
     from tqdm.auto import tqdm
 
@@ -157,7 +162,6 @@ def _encode_chunks(model, corpus: Corpus, ids: list[str], cfg: DenseConfig, cach
     # chunks follow corpus order so that a resumed or sharded run finds the same boundaries.
     starts = [start for number, start in enumerate(range(0, len(ids), cfg.chunk_size))
               if number % num_shards == shard]
-    calibration = calibration_texts(corpus, cfg) if quantized(model, cfg) else None
     label = "encoding corpus" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
     total = sum(len(ids[start:start + cfg.chunk_size]) for start in starts)
     with tqdm(total=total, desc=label, unit="doc") as bar:
@@ -246,12 +250,12 @@ def dense_search(model, corpus: Corpus, queries: Mapping[str, str], cfg: DenseCo
 
     Sharded, None when this shard only encoded its chunks (see :func:`encode_corpus`).
     """
-    embeddings = encode_corpus(model, corpus, cfg, cache_dir, shard, num_shards, barrier)
+    calibration = calibration_texts(corpus, cfg) if quantized(model, cfg) else None
+    embeddings = encode_corpus(model, corpus, cfg, cache_dir, shard, num_shards, barrier, calibration)
     if embeddings is None:
         return None
     index = build_index(embeddings, cfg, device)
     query_ids = list(queries)
-    calibration = calibration_texts(corpus, cfg) if quantized(model, cfg) else None
     if cfg.quantize == "int8" and calibration is None:
         log.info("dense.quantize int8 applies to OpenVINO (CPU) encoding only: the encoder on %s"
                  " computed in %s", model.device, _precision(model, cfg))
