@@ -47,6 +47,7 @@ bench: install ## speed/quality benchmarks (not part of the tests); results in b
 	$(PY) benchmarks/bench_faiss.py
 	$(PY) benchmarks/bench_encode.py
 	$(PY) benchmarks/bench_filter.py
+	$(PY) benchmarks/bench_tune.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_train.py
 

@@ -69,6 +69,41 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(stops)
 
 
+def prefix_embeddings(model, prefix_ids: Sequence[int], soft_prompt=None):
+    """``[1, P, hidden]``: the soft prompt's embeddings (when given), then those of ``prefix_ids``."""
+    import torch
+
+    layer = model.get_input_embeddings()
+    with torch.inference_mode():
+        embeds = layer(torch.tensor([list(prefix_ids)], dtype=torch.long, device=layer.weight.device))
+        if soft_prompt is not None:
+            soft = soft_prompt.detach().to(device=embeds.device, dtype=embeds.dtype)
+            embeds = torch.cat([soft, embeds], dim=1)
+    return embeds
+
+
+def prefix_states(model, embeds) -> list:
+    """One forward pass over the prefix ``embeds``: each layer's ``(keys, values)``, batch 1."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
+    return [(keys, values) for keys, values, *_ in out.past_key_values]
+
+
+def prefix_cache(model, states: list | None, batch: int, make_layer=None):
+    """A ``DynamicCache`` for ``batch`` rows that starts with the prefix ``states`` (of
+    :func:`prefix_states`; None: empty), its layers made by ``make_layer`` (default: the model's)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    if make_layer is not None:
+        cache.layers = [make_layer() for _ in cache.layers]
+    for layer, (keys, values) in enumerate(states or ()):
+        cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
+    return cache
+
+
 @dataclass
 class _Row:
     """A document being decoded in one row of the batch."""
@@ -93,7 +128,6 @@ class LineGenerator:
 
         self.model = model
         self.device = next(model.parameters()).device
-        self.dtype = model.get_input_embeddings().weight.dtype
         self.pad_id = int(pad_id)
         self.use_cache = use_cache
         self.max_new_tokens = max_new_tokens
@@ -102,19 +136,10 @@ class LineGenerator:
         self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=self.device)
         self._check_layers()
         use_decode_attention(model)
-        with torch.inference_mode():
-            embeds = model.get_input_embeddings()(
-                torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device))
-            if soft_prompt is not None:
-                soft = soft_prompt.detach().to(device=self.device, dtype=self.dtype)
-                embeds = torch.cat([soft, embeds], dim=1)
-        self.prefix_embeds = embeds  # [1, P, hidden]
-        self.prefix_len = embeds.shape[1]
-        self._prefix_kv = None
-        if use_cache and self.prefix_len:
-            with torch.inference_mode():
-                out = model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
-            self._prefix_kv = [(keys, values) for keys, values, *_ in out.past_key_values]
+        self.prefix_embeds = prefix_embeddings(model, prefix_ids, soft_prompt)  # [1, P, hidden]
+        self.prefix_len = self.prefix_embeds.shape[1]
+        self._prefix_kv = (prefix_states(model, self.prefix_embeds) if use_cache and self.prefix_len
+                           else None)
 
     def _check_layers(self) -> None:
         from transformers import DynamicCache
@@ -129,14 +154,8 @@ class LineGenerator:
 
     def _cache(self, batch: int, capacity: int, with_prefix: bool):
         """A cache of buffer layers for ``batch`` rows and ``capacity`` columns."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        cache.layers = [_buffer_layer_class()(capacity) for _ in cache.layers]
-        if with_prefix and self._prefix_kv is not None:
-            for layer, (keys, values) in enumerate(self._prefix_kv):
-                cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
-        return cache
+        return prefix_cache(self.model, self._prefix_kv if with_prefix else None, batch,
+                            lambda: _buffer_layer_class()(capacity))
 
     # ------------------------------------------------------------ documents
 

@@ -242,11 +242,13 @@ def _supports_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def target_nll(model, input_ids, attention_mask, labels, n_virtual: int = 0):
+def target_nll(model, input_ids, attention_mask, labels, n_virtual: int = 0, past_key_values=None):
     """Per row: the summed negative log-likelihood of the labelled tokens, and their count.
 
     ``n_virtual`` is the number of soft prompt tokens the (PEFT) model puts in front of the
     input. Only the positions that predict a labelled token are projected onto the vocabulary.
+    With ``past_key_values`` (a cached prefix), ``attention_mask`` covers the prefix too and
+    ``input_ids``/``labels`` are what follows it.
     """
     import torch
     import torch.nn.functional as F
@@ -256,11 +258,12 @@ def target_nll(model, input_ids, attention_mask, labels, n_virtual: int = 0):
     rows = input_ids.shape[0]
     # position p predicts token p + 1; the soft prompt shifts every input position by n_virtual
     positions = torch.cat([keep.new_zeros(rows, n_virtual), keep, keep.new_zeros(rows, 1)], dim=1)
+    cached = {} if past_key_values is None else {"past_key_values": past_key_values, "use_cache": True}
     if _supports_logits_to_keep(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       logits_to_keep=positions).logits
+                       logits_to_keep=positions, **cached).logits
     else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[positions]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, **cached).logits[positions]
     nll = F.cross_entropy(logits.float(), targets[keep], reduction="none")
     per_row = torch.zeros(rows, dtype=nll.dtype, device=nll.device)
     per_row = per_row.index_add(0, keep.nonzero()[:, 0], nll)
@@ -270,29 +273,68 @@ def target_nll(model, input_ids, attention_mask, labels, n_virtual: int = 0):
 Row = tuple[list[int], list[int]]  # (input_ids, labels)
 
 
+def shared_length(rows: Sequence[Row]) -> int:
+    """How many leading input ids every row has in common, short of any row's first prediction
+    (the position before its first labelled token): the prefix that can be run once for all."""
+    limit = min(next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels)) - 1
+                for _, labels in rows)
+    first = rows[0][0]
+    shared = 0
+    while shared < limit and all(ids[shared] == first[shared] for ids, _ in rows):
+        shared += 1
+    return shared
+
+
 @dataclass
 class Scorer:
-    """Mean per-token NLL of the query tokens of many prompts, in length-sorted batches."""
+    """Mean per-token NLL of the query tokens of many prompts, in length-sorted batches.
+
+    The prefix that every row of a call shares (the soft prompt, and the examples when they are
+    the same for all) runs once; its key/value cache is then reused by every batch.
+    """
 
     model: Any
     pad_id: int
     device: str
     batch_size: int = 8
     n_virtual: int = 0
+    share_prefix: bool = True  # False: every prompt runs whole (the plain way, for benchmarks)
+
+    def _parts(self):
+        """The causal LM and the soft prompt's embeddings ``[1, n, hidden]`` (None without one)."""
+        if not self.n_virtual:
+            return self.model, None
+        return self.model.get_base_model(), self.model.prompt_encoder["default"].embedding.weight[None]
 
     def row_scores(self, rows: Sequence[Row], desc: str | None = None) -> list[tuple[float, int]]:
         import torch
         from tqdm.auto import tqdm
 
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        from sptar.decoding import prefix_cache, prefix_embeddings, prefix_states
+
         scores: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+        if not rows:
+            return scores
+        model, soft = self._parts() if self.share_prefix else (self.model, None)
+        shared = shared_length(rows) if self.share_prefix else 0
+        n_virtual = 0 if self.share_prefix else self.n_virtual
+        states, prefix = None, 0
+        if shared or soft is not None:
+            embeds = prefix_embeddings(model, rows[0][0][:shared], soft)
+            states, prefix = prefix_states(model, embeds), embeds.shape[1]
+        rest = [(ids[shared:], labels[shared:]) for ids, labels in rows]
+        order = sorted(range(len(rows)), key=lambda i: len(rest[i][0]))
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         with torch.no_grad():
             for batch in tqdm(batches, desc=desc, leave=False, disable=desc is None):
-                ids, mask, labels = pad_batch([rows[i][0] for i in batch], self.pad_id, "right",
-                                              labels=[rows[i][1] for i in batch])
-                nll, count = target_nll(self.model, ids.to(self.device), mask.to(self.device),
-                                        labels.to(self.device), self.n_virtual)
+                ids, mask, labels = pad_batch([rest[i][0] for i in batch], self.pad_id, "right",
+                                              labels=[rest[i][1] for i in batch])
+                cache = None
+                if states is not None:
+                    cache = prefix_cache(model, states, len(batch))
+                    mask = torch.cat([mask.new_ones(len(batch), prefix), mask], dim=1)
+                nll, count = target_nll(model, ids.to(self.device), mask.to(self.device),
+                                        labels.to(self.device), n_virtual, past_key_values=cache)
                 for i, total, n in zip(batch, nll.tolist(), count.tolist(), strict=True):
                     scores[i] = (total, n)
         return scores
@@ -498,7 +540,7 @@ def _pair_record(data: TuneData, pair: Pair) -> dict[str, str]:
 # ---------------------------------------------------------------- run
 
 
-def _wrap_with_soft_prompt(cfg: Config, model):
+def wrap_with_soft_prompt(cfg: Config, model):
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
     from sptar.models import resolve_model
@@ -571,6 +613,13 @@ def _write_outputs(cfg: Config, paths: Paths, peft_model, data: TuneData, result
                      f"{loss['tuned_chosen']:.3f}")
 
 
+def batch_sizes(cfg: Config, device: str) -> tuple[int, int]:
+    """Prompts per training micro-batch and per scoring batch on ``device``."""
+    if device.startswith("cuda"):
+        return cfg.tune.cuda_batch_size, 2 * cfg.tune.cuda_batch_size
+    return cfg.tune.batch_size, cfg.tune.eval_batch_size
+
+
 def run(cfg: Config, paths: Paths) -> dict[str, Any]:
     from sptar.models import resolve_device
     from sptar.resources import memory_guard
@@ -593,9 +642,7 @@ def _tune(cfg: Config, paths: Paths) -> dict[str, Any]:
     candidates = sample_candidates(data.train, tune.n_examples, tune.n_candidates,
                                    f"{cfg.seed}-tune-candidates")
     device = resolve_device(cfg.device)
-    cuda = device.startswith("cuda")
-    micro_batch = tune.cuda_batch_size if cuda else tune.batch_size
-    eval_batch = 2 * tune.cuda_batch_size if cuda else tune.eval_batch_size
+    micro_batch, eval_batch = batch_sizes(cfg, device)
     model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
                                       cfg.models.download)
     for param in model.parameters():
@@ -612,7 +659,7 @@ def _tune(cfg: Config, paths: Paths) -> dict[str, Any]:
     log.info("untuned LLM, InPars prompt: eval loss %.4f (perplexity %.2f)", untuned, math.exp(untuned))
     seconds["untuned"] = time.time() - started
 
-    peft_model = _wrap_with_soft_prompt(cfg, model)
+    peft_model = wrap_with_soft_prompt(cfg, model)
     scorer = Scorer(peft_model, tokenizer.pad_token_id, device, eval_batch, tune.n_virtual_tokens)
     result = train_prompt(cfg, peft_model, sptar_fmt, data, evals.rows(data, sptar_fmt), scorer,
                           micro_batch, device)

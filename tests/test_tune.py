@@ -25,6 +25,7 @@ from sptar.tune import (
     output_dir,
     prompt_format,
     sample_candidates,
+    shared_length,
     target_nll,
 )
 
@@ -151,6 +152,28 @@ def test_right_padding_leaves_every_rows_loss_unchanged(model_and_tokenizer):
         assert a == pytest.approx(b, rel=1e-4)
     assert scorer.loss(rows) == pytest.approx(sum(a for a, _ in alone) / sum(n for _, n in alone),
                                               rel=1e-4)
+
+
+def test_scorer_runs_the_shared_prefix_once_and_scores_as_the_whole_prompt(model_and_tokenizer,
+                                                                          tiny_llm):
+    """The cached prefix (soft prompt + shared examples) gives each row its whole-prompt loss."""
+    model, tokenizer = model_and_tokenizer
+    fmt = PromptFormat(tokenizer)
+    pairs = [(DOC, QUERY), ("Short.", "x"), (DOC + " " + DOC, "a longer query about bones")]
+    same = [fmt.training_example(doc, query, [EXAMPLE]) for doc, query in pairs]
+    mixed = [fmt.training_example(DOC, QUERY, [EXAMPLE]), fmt.training_example("Short.", "x", [])]
+    assert shared_length(same) >= len(fmt.prefix_ids([EXAMPLE]))  # the example block is shared
+    assert shared_length(mixed) < len(fmt.prefix_ids([EXAMPLE]))
+    assert shared_length(same[:1]) == same[0][1].index(fmt.target_ids(QUERY)[0]) - 1
+    for scoring_model, n_virtual in ((model, 0), (_peft(tiny_llm), 5)):
+        scorer = Scorer(scoring_model, tokenizer.pad_token_id, "cpu", batch_size=2, n_virtual=n_virtual)
+        for rows in (same, mixed, same[:1]):
+            with torch.no_grad():
+                whole = [target_nll(scoring_model, torch.tensor([ids]), torch.ones(1, len(ids)),
+                                    torch.tensor([labels]), n_virtual) for ids, labels in rows]
+            for (total, n), (nll, count) in zip(scorer.row_scores(rows), whole, strict=True):
+                assert n == count.item()
+                assert total == pytest.approx(nll.item(), rel=1e-5)
 
 
 def test_adapter_save_and_reload_give_identical_logits(model_and_tokenizer, tiny_llm, tmp_path):
