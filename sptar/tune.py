@@ -273,6 +273,11 @@ def target_nll(model, input_ids, attention_mask, labels, n_virtual: int = 0, pas
 Row = tuple[list[int], list[int]]  # (input_ids, labels)
 
 
+def soft_prompt_weights(peft_model):
+    """The trainable soft prompt of a PEFT prompt-tuning model: ``[n_virtual, hidden]``."""
+    return peft_model.prompt_encoder["default"].embedding.weight
+
+
 def shared_length(rows: Sequence[Row]) -> int:
     """How many leading input ids every row has in common, short of any row's first prediction
     (the position before its first labelled token): the prefix that can be run once for all."""
@@ -304,7 +309,7 @@ class Scorer:
         """The causal LM and the soft prompt's embeddings ``[1, n, hidden]`` (None without one)."""
         if not self.n_virtual:
             return self.model, None
-        return self.model.get_base_model(), self.model.prompt_encoder["default"].embedding.weight[None]
+        return self.model.get_base_model(), soft_prompt_weights(self.model)[None]
 
     def row_scores(self, rows: Sequence[Row], desc: str | None = None) -> list[tuple[float, int]]:
         import torch
@@ -410,7 +415,7 @@ def train_prompt(cfg: Config, peft_model, fmt: PromptFormat, data: TuneData,
     from tqdm.auto import tqdm
 
     tune = cfg.tune
-    weights = peft_model.prompt_encoder["default"].embedding.weight
+    weights = soft_prompt_weights(peft_model)
     optimizer = torch.optim.AdamW([weights], lr=tune.lr)
     per_epoch = math.ceil(math.ceil(len(data.train) / micro_batch) / tune.grad_accum)
     planned = tune.epochs * per_epoch
