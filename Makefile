@@ -4,8 +4,13 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 SET ?=
+# SEEDS='1 2 3': `make all` runs the pipeline once per seed (SEED=<n>: one seed's run), each in
+# data/runs/<pipeline>-seed<n>/, then reports over them in data/runs/<pipeline>-seeds-1-2-3/
+SEEDS ?=
+SEED ?=
+RUN := $(PIPELINE)$(if $(SEED),-seed$(SEED))
 # $(call sptar,<stage and options>): one stage of the selected pipeline
-sptar = $(VENV)/bin/sptar $(1) --config $(PIPELINE) $(foreach s,$(SET),--set $(s))
+sptar = $(VENV)/bin/sptar $(1) --config $(PIPELINE) $(if $(SEED),--seed $(SEED)) $(foreach s,$(SET),--set $(s))
 # Datasets are copied from a mirror folder when there is one (CI: ../shared/datasets),
 # otherwise the data stage downloads the official BEIR zip.
 export SPTAR_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
@@ -104,15 +109,23 @@ evaluate: evaluate-sptar evaluate-inpars zero-shot evaluate-wo-aug bm25 ## evalu
 
 report: evaluate ## write data/runs/<pipeline>/report/report.{md,json}
 	$(call sptar,report)
-	@cat data/runs/$(PIPELINE)/report/report.md
+	@cat data/runs/$(RUN)/report/report.md
 
 # `make all` runs independent stages side by side: JOBS of them, each with NPROC/JOBS threads
 # (torch's threads on a shared core slow it several-fold). JOBS=1: one stage at a time, all cores.
 JOBS ?= 2
 THREADS ?= $(shell n=$$(( $$(nproc) / $(JOBS) )); echo $$(( n > 0 ? n : 1 )))
-all: install ## the whole pipeline (JOBS stages at a time); finished stages with unchanged config are skipped
+all: install ## the whole pipeline (JOBS stages at a time; SEEDS='1 2 3': once per seed, then a report over them)
+ifeq ($(strip $(SEEDS)),)
 	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(MAKE) --no-print-directory \
 		--output-sync=target -j$(JOBS) report export
+else
+	for seed in $(SEEDS); do \
+		OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(MAKE) --no-print-directory \
+			--output-sync=target -j$(JOBS) report export SEED=$$seed || exit 1; \
+	done
+	$(VENV)/bin/sptar repeats --config $(PIPELINE) $(foreach s,$(SET),--set $(s)) --seeds $(SEEDS)
+endif
 
-clean-run: ## delete data/runs/<pipeline>/ (keeps datasets, caches and converted models)
-	rm -rf data/runs/$(PIPELINE)
+clean-run: ## delete data/runs/<pipeline>/ (or <pipeline>-seed<SEED>/; keeps datasets, caches, converted models)
+	rm -rf data/runs/$(RUN)

@@ -1,17 +1,16 @@
-"""BM25: bm25s vs rank-bm25 on SciFact's test queries — index + search time, nDCG@10, agreement."""
+"""BM25: bm25s vs rank-bm25 on SciFact's validation queries — index + search time, nDCG@10, agreement."""
 
 from __future__ import annotations
 
-from common import prepared, report, timer
+from common import prepared, report, timer, validation_queries
 
 from sptar.bm25 import BM25Searcher
 from sptar.metrics import evaluate_run
 
 
 def main() -> None:
-    cfg, _, dataset = prepared()
-    qrels = dataset.qrels[cfg.evaluate.split]
-    queries = {qid: dataset.queries[qid] for qid in qrels}
+    cfg, paths, dataset = prepared()
+    queries, qrels = validation_queries(cfg, paths)
     rows, runs = [], {}
     for backend in ("bm25s", "rank-bm25"):
         times: dict[str, float] = {}
@@ -29,7 +28,7 @@ def main() -> None:
     same = sum(top10["bm25s"][q] == top10["rank-bm25"][q] for q in queries)
     same_set = sum(set(top10["bm25s"][q]) == set(top10["rank-bm25"][q]) for q in queries)
     report("bm25", rows, {
-        "dataset": f"{cfg.dataset.name} ({len(dataset.corpus)} docs, {len(queries)} test queries)",
+        "dataset": f"{cfg.dataset.name} ({len(dataset.corpus)} docs, {len(queries)} validation queries)",
         "speedup_total (rank-bm25 / bm25s)": rows[1]["total_s"] / rows[0]["total_s"],
         "speedup_search (rank-bm25 / bm25s)": rows[1]["search_s"] / rows[0]["search_s"],
         "queries with identical top-10 order": f"{same}/{len(queries)}",

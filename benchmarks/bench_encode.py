@@ -6,7 +6,7 @@ OpenVINO runs as ``dense.backend: auto`` does on CPU (bf16 where the CPU compute
 ``dense.calibration_docs`` corpus documents) counted in its seconds.
 All encode the same documents with the same encoder (``models.encoder``) and settings
 (``dense.batch_size``, ``dense.max_seq_length``), in interleaved blocks so that a busy machine
-slows both alike; then each searches the evaluation split with a flat FAISS index and is scored.
+slows both alike; then each searches the validation queries with a flat FAISS index and is scored.
 Nothing is read from or written to the embedding cache.
 
 Usage: ``python benchmarks/bench_encode.py [--pipeline scifact-quick] [--block 512] [--docs N]``
@@ -19,7 +19,7 @@ import argparse
 import time
 
 import numpy as np
-from common import prepared, report
+from common import prepared, report, validation_queries
 
 from sptar.dense import build_index, calibration_texts, encode_texts, quantized, search_index
 from sptar.formats import doc_text
@@ -45,8 +45,7 @@ def main() -> None:
     import torch
 
     cfg, paths, dataset = prepared(args.pipeline)
-    qrels = dataset.qrels[cfg.evaluate.split]
-    queries = {qid: dataset.queries[qid] for qid in qrels}
+    queries, qrels = validation_queries(cfg, paths)
     doc_ids = list(dataset.corpus)[:args.docs]
     texts = [doc_text(dataset.corpus[d]) for d in doc_ids]
     model = load_encoder(cfg.models.encoder, "cpu", cfg.dense.max_seq_length)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from common import prepared, report, timer
+from common import prepared, report, timer, validation_queries
 
 from sptar.dense import build_index, embedding_key, encode_corpus, encode_texts, search_index
 from sptar.formats import sha256_file
@@ -33,8 +33,7 @@ def main() -> None:
     from beir.retrieval.search.dense.exact_search import DenseRetrievalExactSearch
 
     cfg, paths, dataset = prepared()
-    qrels = dataset.qrels[cfg.evaluate.split]
-    queries = {qid: dataset.queries[qid] for qid in qrels}
+    queries, qrels = validation_queries(cfg, paths)
     model = load_encoder(cfg.models.encoder, "cpu", cfg.dense.max_seq_length)
     key = embedding_key(model_fingerprint(resolve_model(cfg.models.encoder)),
                         sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)

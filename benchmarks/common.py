@@ -21,7 +21,7 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def prepared(pipeline: str = "scifact-quick"):
-    """The pipeline's config, paths and evaluation data (runs the data stage if needed)."""
+    """The pipeline's config, paths and dataset (runs the data stage if needed)."""
     from sptar.config import load_config
     from sptar.data import load_beir
     from sptar.stages import execute, paths_for
@@ -29,8 +29,21 @@ def prepared(pipeline: str = "scifact-quick"):
     cfg = load_config(pipeline)
     paths = paths_for(cfg)
     execute("data", cfg, paths)
-    dataset = load_beir(paths.beir, splits=[cfg.evaluate.split])
+    dataset = load_beir(paths.beir, splits=[cfg.evaluate.test_split])
     return cfg, paths, dataset
+
+
+def validation_queries(cfg, paths):
+    """``(queries, qrels)`` of the pipeline's validation split (runs the split stage if needed):
+    what a benchmark that measures quality scores, never the test split."""
+    from sptar.split import load_validation
+    from sptar.stages import execute
+
+    execute("split", cfg, paths)
+    validation = load_validation(paths)
+    if validation is None:
+        raise SystemExit(f"{cfg.experiment}: no validation queries (split.validation: none)")
+    return validation.queries, validation.qrels
 
 
 @contextmanager

@@ -104,7 +104,7 @@ def main() -> None:
     execute("data", cfg, paths)
     dataset = load_beir(paths.beir)
     for seed, variant in enumerate(("sptar", "inpars")):
-        rows = standin_rows(dataset, args.n, seed=seed, eval_split=cfg.evaluate.split)
+        rows = standin_rows(dataset, args.n, seed=seed, eval_split=cfg.evaluate.test_split)
         folder = paths.stage("generate", variant)
         write_generated(folder, rows, variant)
         print(json.dumps({"variant": variant, "folder": str(folder), "queries": len(rows)}))

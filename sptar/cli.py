@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="pipeline name (pipelines/<name>.yaml) or a YAML path")
     common.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. split.seed=1")
+    common.add_argument("--seed", type=int, metavar="N", help="one run of a repeated pipeline:"
+                        " seed N, in its own folder data/runs/<experiment>-seed<N>/")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--quiet", "-q", action="store_true", help="warnings and errors only")
     for name, (_, options) in STAGES.items():
@@ -48,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("config", parents=[common], help="print the resolved config as YAML")
     sub.add_parser("plan", parents=[common], help="dry run: resolve every stage's config, folder"
                    " and inputs, and say which stages are done (loads no model)")
+    repeats = sub.add_parser("repeats", parents=[common], help="one report over the runs of the"
+                             " pipeline with each seed (make all SEEDS='1 2 3' runs them)")
+    repeats.add_argument("--seeds", type=int, nargs="+", required=True, metavar="N",
+                         help="the seeds whose runs (data/runs/<experiment>-seed<N>/) to report on")
     return parser
 
 
@@ -63,12 +69,22 @@ def _main(args: argparse.Namespace) -> int:
     from sptar.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if args.seed is not None:
+        from sptar.repeats import seed_overrides
+
+        cfg = load_config(args.config, [*args.overrides, *seed_overrides(cfg, args.seed)])
     if not cfg.models.download:  # the Hugging Face libraries, imported later, stay offline
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.command == "config":
         import yaml
 
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        return 0
+    if args.command == "repeats":
+        from sptar.repeats import run as report_repeats
+
+        folder = report_repeats(args.config, args.overrides, args.seeds)
+        sys.stdout.write((folder / "report.md").read_text(encoding="utf-8"))
         return 0
     from sptar.stages import RUN_FLAGS, STAGES, execute, paths_for, plan
 

@@ -116,6 +116,17 @@ class SplitConfig(Section):
     # file), split the ones there are: a third (at least one) for prompt-eval, the rest (at most
     # n_prompt_train) for prompt-train; false: that is an error
     shrink_to_fit: bool = False
+    # the validation queries every choice is made on, held out like the test split: "auto" (the
+    # dataset's dev split when it has one besides the source and test splits, else "rest"),
+    # "rest" (the source split's usable queries not sampled as labeled pairs), a qrels split
+    # name, or "none"
+    validation: str = "auto"
+    max_validation_queries: int | None = Field(None, ge=1)  # cap (a seeded sample)
+
+    @field_validator("validation")
+    @classmethod
+    def _check_validation(cls, value: str) -> str:
+        return check_name(value, "split.validation")
 
 
 class ModelsConfig(Section):
@@ -198,8 +209,29 @@ class GenerateConfig(Section):
         return self
 
 
+VALIDATION, TEST = "validation", "test"
+
+
 class EvaluateConfig(Section):
-    split: str = "test"
+    """Which labeled queries the systems are scored on."""
+
+    # the dataset's qrels split held out as the test split (MS MARCO: dev); read only by
+    # evaluate and report (and by split, to keep its queries and documents out of everything)
+    test_split: str = "test"
+    # what `sptar evaluate` scores: the split stage's validation queries and/or the test split
+    splits: list[Literal["validation", "test"]] = [VALIDATION, TEST]
+
+    @field_validator("test_split")
+    @classmethod
+    def _check_test_split(cls, value: str) -> str:
+        return check_name(value, "evaluate.test_split")
+
+    @field_validator("splits")
+    @classmethod
+    def _check_splits(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("list validation and/or test, each once")
+        return value
 
 
 class TuneConfig(Section):
@@ -321,6 +353,9 @@ class TrainConfig(Section):
     """Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, in-batch negatives)."""
 
     epochs: int = Field(1, ge=1)
+    # optimizer steps, the same for every trained system (a small set repeats its epochs);
+    # None: `epochs` passes over each system's own training set
+    steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=2)  # in-batch negatives: batch_size - 1 per query, at least 1
     lr: float = Field(2e-5, gt=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -356,6 +391,8 @@ System = Literal["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
 class ReportConfig(Section):
     systems: list[System] = ["bm25", "zero-shot"]
     reference: System = "sptar"  # paired tests compare this system with every other one
+    # the primary comparisons (reference vs each): their p-values are Holm-corrected together
+    primary: list[System] = ["wo-aug", "inpars"]
     resamples: int = Field(10000, ge=100)  # paired randomization test (exact when 2^n is fewer)
 
 

@@ -106,7 +106,7 @@ def load_beir(folder: str | Path, splits: list[str] | None = None) -> BeirDatase
 
 def sections() -> tuple[str, ...]:
     return ("dataset.name", "dataset.corpus", "dataset.examples", "dataset.test_examples",
-            "evaluate.split")
+            "evaluate.test_split")
 
 
 def output_dir(paths: Paths) -> Path:
@@ -130,7 +130,9 @@ def run(cfg: Config, paths: Paths) -> dict:
     source = _find_source(cfg, paths)
     log.info("validating %s", source)
     dataset = load_beir(source)
-    needed = [cfg.evaluate.split] + ([] if cfg.split.source_split == "auto" else [cfg.split.source_split])
+    needed = [cfg.evaluate.test_split]
+    needed += [name for name in (cfg.split.source_split, cfg.split.validation)
+               if name not in ("auto", "rest", "none")]
     for name in needed:
         dataset.split(name)
     files = [source / "corpus.jsonl", source / "queries.jsonl",
@@ -160,10 +162,10 @@ def _convert_local(cfg: Config, paths: Paths) -> dict:
         write_queries(tmp / "queries.jsonl", local.queries)
         for split, qrels in local.qrels.items():
             write_qrels(tmp / "qrels" / f"{split}.tsv", qrels)
-    if cfg.evaluate.split not in local.qrels:
+    if cfg.evaluate.test_split not in local.qrels:
         log.warning("no %s split (dataset.test_examples is not set): the pipeline makes training "
                     "data; sptar evaluate and sptar report will have nothing to evaluate",
-                    cfg.evaluate.split)
+                    cfg.evaluate.test_split)
     return {
         "source": cfg.dataset.corpus.path if cfg.dataset.corpus else None,
         "documents": len(local.corpus),

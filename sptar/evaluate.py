@@ -1,17 +1,16 @@
-"""Evaluate stage: retrieve for the evaluation split's queries with one system and score it.
+"""Evaluate stage: retrieve for the validation and test queries with one system and score it.
 
 Systems: ``bm25`` (the configured BM25 backend), ``zero-shot`` (the base encoder untouched), and
 the trained retrievers ``wo-aug`` / ``inpars`` / ``sptar`` (``train/<system>/model``).
-Reads: ``data/beir/<dataset>/`` (and the trained model for trained systems).
-Writes to ``data/runs/<experiment>/evaluate/<system>/``: ``run.trec`` (top-k TREC run),
-``metrics.json`` (means, BEIR names), ``per_query.json`` (every metric per query). A dataset
-without the evaluation split (a local corpus without test examples) gets only a manifest whose
-summary says ``skipped: no test split: nothing to evaluate``.
-
-Sharding (dense systems): ``--shard I --num-shards N``, or one process per GPU under
-``torchrun``/``accelerate launch``, splits the corpus encoding (:func:`sptar.dense.encode_corpus`);
-one process merges the chunks, searches and writes the output and the manifest: rank 0 after a
-barrier under a launcher, else the shard that finishes last. BM25 runs in shard 0 alone.
+Splits (``evaluate.splits``): ``validation``, the split stage's validation queries
+(``split/validation/``), and ``test``, the dataset's ``evaluate.test_split`` qrels. This stage
+and the report are the only readers of either.
+Reads: ``data/beir/<dataset>/`` (and the trained model for trained systems, the split stage's
+validation queries for ``validation``).
+Writes to ``data/runs/<experiment>/evaluate/<system>/<split>/``: ``run.trec`` (top-k TREC run),
+``metrics.json`` (means, BEIR names), ``per_query.json`` (every metric per query). A split that
+does not exist (a local corpus without test examples, ``split.validation: none``) is skipped,
+and the manifest's summary says why (``skipped``).
 """
 
 from __future__ import annotations
@@ -20,11 +19,21 @@ import logging
 from pathlib import Path
 
 from sptar.atomic import remove_stale_temporaries
-from sptar.config import Config
-from sptar.data import load_beir
-from sptar.formats import sha256_file, write_json, write_run
+from sptar.config import VALIDATION, Config
+from sptar.errors import SptarError
+from sptar.formats import (
+    Qrels,
+    Queries,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    sha256_file,
+    write_json,
+    write_run,
+)
 from sptar.metrics import evaluate_run
 from sptar.paths import Paths
+from sptar.split import load_validation
 from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,8 @@ def output_dir(paths: Paths, system: str) -> Path:
 
 def upstream(cfg: Config, paths: Paths, system: str) -> list[Path]:
     needed = [paths.beir / "manifest.json"]
+    if VALIDATION in cfg.evaluate.splits:
+        needed.append(paths.stage("split") / "manifest.json")
     if system in TRAINED_SYSTEMS:
         needed.append(paths.stage("train", system) / "manifest.json")
     return needed
@@ -94,11 +105,25 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int
                             barrier)
 
 
-def no_test_split(cfg: Config, paths: Paths) -> str | None:
-    """Why there is nothing to evaluate (a local corpus without test examples), or None."""
-    if (paths.beir / "qrels" / f"{cfg.evaluate.split}.tsv").is_file():
-        return None
-    return f"no {cfg.evaluate.split} split: nothing to evaluate"
+def evaluation_targets(cfg: Config, paths: Paths) -> tuple[dict[str, tuple[Queries, Qrels]],
+                                                              dict[str, str]]:
+    """``({split: (queries, qrels)}, {split: why it is skipped})`` for ``evaluate.splits``."""
+    targets: dict[str, tuple[Queries, Qrels]] = {}
+    skipped: dict[str, str] = {}
+    for name in cfg.evaluate.splits:
+        if name == VALIDATION:
+            validation = load_validation(paths)
+            if validation is None:
+                skipped[name] = "no validation queries (split.validation is none, or none were left)"
+            else:
+                targets[name] = (validation.queries, validation.qrels)
+        elif (paths.beir / "qrels" / f"{cfg.evaluate.test_split}.tsv").is_file():
+            queries = read_queries(paths.beir / "queries.jsonl")
+            test = read_qrels(paths.beir / "qrels" / f"{cfg.evaluate.test_split}.tsv", queries=queries)
+            targets[name] = ({qid: queries[qid] for qid in test}, test)
+        else:
+            skipped[name] = f"no {cfg.evaluate.test_split} split: nothing to evaluate"
+    return targets, skipped
 
 
 def run(cfg: Config, paths: Paths, system: str, shard: int | None = None,
@@ -107,32 +132,43 @@ def run(cfg: Config, paths: Paths, system: str, shard: int | None = None,
 
     flagged = shard is not None or num_shards is not None
     shard, num_shards = resolve_shard(shard, num_shards)
-    reason = no_test_split(cfg, paths)
-    if shard != 0 and (reason or system == "bm25"):
-        return {PARTIAL: f"shard {shard}/{num_shards}: nothing to share ({reason or 'BM25'}); "
-                         "shard 0 does it all"}
-    if reason:
-        log.warning("%s: %s (give dataset.test_examples to evaluate)", system, reason)
-        return {"system": system, "split": cfg.evaluate.split, "skipped": reason}
-    dataset = load_beir(paths.beir, splits=[cfg.evaluate.split])
-    qrels = dataset.qrels[cfg.evaluate.split]
-    queries = {qid: dataset.queries[qid] for qid in qrels}
-    results = retrieve(cfg, paths, system, dataset.corpus, queries, shard, num_shards, flagged)
+    targets, skipped = evaluation_targets(cfg, paths)
+    for name, reason in skipped.items():
+        log.warning("%s: %s: %s", system, name, reason)
+    if shard != 0 and (not targets or system == "bm25"):
+        return {PARTIAL: f"shard {shard}/{num_shards}: nothing to share "
+                         f"({'BM25' if targets else 'no split to evaluate'}); shard 0 does it all"}
+    summary: dict = {"system": system, "splits": {}}
+    if skipped:
+        summary["skipped"] = skipped
+    if not targets:
+        return summary
+    queries: Queries = {}
+    for split_queries, _ in targets.values():
+        clash = set(queries) & set(split_queries)
+        if clash:  # the split stage keeps validation and test apart: a hand-edited folder
+            raise SptarError(f"query {sorted(clash)[0]!r} is both a validation and a test query"
+                             " (fix: re-run sptar split)")
+        queries.update(split_queries)
+    corpus = read_corpus(paths.beir / "corpus.jsonl")
+    results = retrieve(cfg, paths, system, corpus, queries, shard, num_shards, flagged)
     if results is None:
         from sptar.shards import group_rank
 
         merger = "the last shard to finish (or any later run)" if group_rank() is None else "rank 0"
         return {PARTIAL: f"shard {shard}/{num_shards} encoded its chunks of the corpus; {merger} "
                          "merges them, searches and writes the output"}
-    mean, per_query = evaluate_run(qrels, results)
     folder = output_dir(paths, system)
-    remove_stale_temporaries(folder)  # sharded runs skip the clean-up in execute(): done here
-    write_run(folder / "run.trec", results, tag=f"sptar-{system}")
-    write_json(folder / "per_query.json", per_query)
-    write_json(folder / "metrics.json", mean)
-    log.info("%s on %s/%s: %s", system, cfg.dataset.name, cfg.evaluate.split,
-             ", ".join(f"{k} {mean[k]:.4f}" for k in ("NDCG@10", "Recall@100")))
-    summary = {"system": system, "split": cfg.evaluate.split, "queries": len(queries), "metrics": mean}
+    remove_stale_temporaries(folder, recursive=True)  # sharded runs skip the clean-up in execute()
+    for name, (split_queries, qrels) in targets.items():
+        run_split = {qid: results[qid] for qid in split_queries if qid in results}
+        mean, per_query = evaluate_run(qrels, run_split)
+        write_run(folder / name / "run.trec", run_split, tag=f"sptar-{system}")
+        write_json(folder / name / "per_query.json", per_query)
+        write_json(folder / name / "metrics.json", mean)
+        log.info("%s on %s/%s (%d queries): %s", system, cfg.dataset.name, name, len(qrels),
+                 ", ".join(f"{k} {mean[k]:.4f}" for k in ("NDCG@10", "Recall@100")))
+        summary["splits"][name] = {"queries": len(qrels), "metrics": mean}
     if num_shards > 1:
         summary["shards"] = num_shards
     return summary

@@ -1,9 +1,9 @@
 """Export stage: the filtered synthetic pairs plus the labeled (gold) pairs, as training data.
 
-Reads: ``data/beir/<dataset>/`` (the corpus; the qrels of every split but the evaluation split,
-only to keep judged-relevant documents out of the hard negatives), ``split/`` (the labeled
-prompt-train and prompt-eval pairs) and ``filter/<variant>/`` (the kept weak pairs and their
-metadata). The evaluation split's queries and qrels are never read.
+Reads: ``data/beir/<dataset>/corpus.jsonl``, the labeled part of ``split/`` (the prompt-train and
+prompt-eval pairs; ``qrels/judged.tsv`` keeps judged-relevant documents out of the hard
+negatives) and ``filter/<variant>/`` (the kept weak pairs and their metadata). The validation and
+test splits' queries and qrels are never read.
 Writes to ``data/runs/<experiment>/export/<variant>/``:
 
 - ``beir/``: a BEIR folder, ``corpus.jsonl`` (the whole corpus), ``queries.jsonl`` (gold queries
@@ -59,7 +59,7 @@ SCORES = ("logprob", "bm25_rank")
 
 def sections(variant: str) -> tuple[str, ...]:
     # filter: the depth up to which bm25_rank is recorded
-    return ("dataset.name", "bm25", "filter", "export", "seed", "evaluate.split")
+    return ("dataset.name", "bm25", "filter", "export", "seed")
 
 
 def output_dir(paths: Paths, variant: str) -> Path:
@@ -99,7 +99,7 @@ def build_rows(cfg: Config, paths: Paths, variant: str, corpus: Corpus,
              for r, rank in zip(gold, gold_ranks, strict=True)}
     n = cfg.export.hard_negatives
     if n:
-        judged, _ = judged_relevant(paths, cfg)
+        judged = judged_relevant(split)
         for row in rows:
             judged.setdefault(row.query_id, set()).add(row.doc_id)
         mine_hard_negatives(rows, corpus, searcher, judged, n, cfg.export.hard_negative_depth,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import statistics
 from collections import Counter
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from sptar.formats import (
     write_queries,
 )
 from sptar.paths import Paths
+from sptar.text import words
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,6 @@ def load_weak_set(folder: Path, corpus: Corpus) -> WeakSet:
 
 
 # ---------------------------------------------------------------- text helpers
-
-_WORD = re.compile(r"\w+")
-
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens (letters, digits, underscore): what dedup compares."""
-    return _WORD.findall(text.lower())
-
 
 def n_words(text: str) -> int:
     """Whitespace-separated words: what the length filter and the statistics count."""

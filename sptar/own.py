@@ -166,16 +166,16 @@ class _Resolver:
 def build_dataset(cfg: Config) -> LocalDataset:
     """Read and check the local corpus and examples; return them as BEIR parts."""
     assert cfg.dataset.corpus is not None and cfg.dataset.examples
-    if cfg.evaluate.split == "train":
-        raise SptarError("evaluate.split is 'train', the split the examples become"
+    if cfg.evaluate.test_split == "train":
+        raise SptarError("evaluate.test_split is 'train', the split the examples become"
                          " (fix: evaluate on test, with dataset.test_examples)")
     corpus = read_local_corpus(cfg.dataset.corpus)
     read = len(corpus)
     resolver = _Resolver(corpus)
     qrels = {"train": resolver.qrels(cfg.dataset.examples)}
     if cfg.dataset.test_examples:
-        qrels[cfg.evaluate.split] = resolver.qrels(cfg.dataset.test_examples)
-        both = set(qrels["train"]) & set(qrels[cfg.evaluate.split])
+        qrels[cfg.evaluate.test_split] = resolver.qrels(cfg.dataset.test_examples)
+        both = set(qrels["train"]) & set(qrels[cfg.evaluate.test_split])
         if both:
             log.warning("%d quer%s in both %s and %s: judged in the test split, never trained on",
                         len(both), "y is" if len(both) == 1 else "ies are", cfg.dataset.examples,

@@ -1,19 +1,21 @@
-"""Report stage: one table comparing every configured system on the evaluation split.
+"""Report stage: the systems compared on the validation and the test queries, side by side.
 
-Reads: ``evaluate/<system>/{metrics.json, per_query.json}`` for each system in
-``report.systems``, the split summary, the weak sets of ``generate/<variant>/`` and
-``filter/<variant>/`` when present, the train manifests, and every stage manifest of the
-experiment (for wall times).
+Reads: ``evaluate/<system>/<split>/{metrics.json, per_query.json}`` for each system in
+``report.systems`` and each split the evaluate stage scored, the split summary, the weak sets of
+``generate/<variant>/`` and ``filter/<variant>/`` when present, the train manifests, and every
+stage manifest of the experiment (for wall times).
 Writes to ``data/runs/<experiment>/report/``: ``report.md``, ``metrics.png`` (bar chart of the
-main metrics per system) and ``report.json`` (``{"dataset", "experiment", "split", "systems":
-{system: {metric: value}}, "significance": {...}, "weak_pairs": {...}, "training": {...},
-"exports": {...}, "timings": {...}}``). Without the evaluation split (a local corpus without
-test examples) the report says so (``"evaluated": false``) and lists what the pipeline made.
+main metrics per system, one panel per split) and ``report.json`` (``{"dataset", "experiment",
+"seed", "splits": {split: {"queries", "systems": {system: {metric: value}}, "significance"}},
+"skipped", "split_sizes", "weak_pairs", "training", "exports", "timings"}``). Without any scored
+split (a local corpus without test examples) the report says so (``"evaluated": false``) and
+lists what the pipeline made.
 
-Significance: the reference system (``report.reference``, default ``sptar``) against every
-other configured system on per-query nDCG@10 and Recall@100, with a paired t-test and a paired
-randomization test (``report.resamples`` sign flips, fixed seed); p-values are not corrected
-for the several comparisons. Without the reference among the systems the tests are skipped.
+Significance, per split: the reference system (``report.reference``, default ``sptar``) against
+every other configured system on per-query nDCG@10 and Recall@100, with a paired t-test and a
+paired randomization test (``report.resamples`` sign flips, fixed seed); the comparisons with
+``report.primary`` (wo-aug, inpars) are Holm-corrected together. Without the reference among the
+systems the tests are skipped. One run is one seed: ``sptar.repeats`` reports over several.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sptar.formats import read_json, read_qrels, read_queries, write_json
 from sptar.manifest import read_manifest
 from sptar.metrics import MAIN_METRICS, METRICS
 from sptar.paths import Paths
+from sptar.tables import metric_table, significance_note, significance_table
 
 TABLE_METRICS = ("NDCG@10", "MAP@100", "Recall@100", "MRR@10", "NDCG@100", "Recall@1000", "P@10")
 TESTED_METRICS = ("NDCG@10", "Recall@100")
@@ -90,29 +93,43 @@ def run_span(timings: dict[str, dict[str, Any]]) -> float | None:
     return max(epoch(t["finished_at"]) for t in stages) - min(epoch(t["started_at"]) for t in stages)
 
 
-def significance(cfg: Config, paths: Paths) -> dict[str, Any]:
-    """Paired tests of the reference system against every other configured system."""
-    from sptar.significance import compare_per_query
+def evaluated_splits(cfg: Config, paths: Paths) -> tuple[list[str], dict[str, str]]:
+    """The splits every system was scored on (in ``evaluate.splits`` order), and why the others
+    were skipped."""
+    scored: list[set[str]] = []
+    skipped: dict[str, str] = {}
+    for system in cfg.report.systems:
+        summary = (read_manifest(paths.stage("evaluate", system)) or {}).get("summary", {})
+        scored.append(set(summary.get("splits", {})))
+        skipped.update(summary.get("skipped") or {})
+    common = set.intersection(*scored) if scored else set()
+    for name in set.union(*scored) - common if scored else ():
+        raise SptarError(f"{paths.stage('evaluate')}: some systems were scored on the {name} split"
+                         " and others not (fix: re-run sptar evaluate for every system with the same"
+                         " evaluate.splits)")
+    return [name for name in cfg.evaluate.splits if name in common], skipped
+
+
+def significance(cfg: Config, paths: Paths, split: str) -> dict[str, Any]:
+    """Paired tests of the reference system against every other configured system on one split."""
+    from sptar.significance import against_reference
 
     reference, systems = cfg.report.reference, cfg.report.systems
-    out: dict[str, Any] = {"reference": reference, "metrics": list(TESTED_METRICS),
-                           "resamples": cfg.report.resamples, "seed": cfg.seed, "tests": {}}
+    out: dict[str, Any] = {"reference": reference, "primary": list(cfg.report.primary),
+                           "metrics": list(TESTED_METRICS), "resamples": cfg.report.resamples,
+                           "seed": cfg.seed, "tests": {}}
     if reference not in systems:
         out["skipped"] = f"reference system {reference!r} is not among report.systems"
         return out
-    per_query = {s: read_json(paths.stage("evaluate", s) / "per_query.json") for s in systems}
-    for other in systems:
-        if other == reference:
-            continue
-        try:
-            out["tests"][other] = {
-                metric: compare_per_query(per_query[reference], per_query[other], metric,
-                                          cfg.report.resamples, cfg.seed).as_dict()
-                for metric in TESTED_METRICS}
-        except ValueError as exc:
-            raise SptarError(f"{paths.stage('evaluate', other) / 'per_query.json'}: cannot pair it "
-                             f"with {reference}'s: {exc} (fix: re-run sptar evaluate for both "
-                             "systems with the same evaluate.split)") from None
+    per_query = {s: read_json(paths.stage("evaluate", s) / split / "per_query.json") for s in systems}
+    try:
+        out["tests"] = against_reference(per_query, reference, TESTED_METRICS, cfg.report.primary,
+                                         cfg.report.resamples, cfg.seed)
+    except ValueError as exc:
+        other, _, why = str(exc).partition(": ")
+        raise SptarError(f"{paths.stage('evaluate', other) / split / 'per_query.json'}: cannot pair "
+                         f"it with {reference}'s: {why} (fix: re-run sptar evaluate for both "
+                         "systems)") from None
     return out
 
 
@@ -142,7 +159,7 @@ def weak_pair_counts(paths: Paths) -> dict[str, dict[str, Any]]:
 
 def training_summaries(paths: Paths) -> dict[str, dict[str, Any]]:
     keys = ("labeled_pairs", "weak_pairs", "dev_pairs", "hard_negatives", "epochs", "steps",
-            "train_seconds", "seconds_per_step", "train_loss", "device")
+            "warmup_steps", "train_seconds", "seconds_per_step", "train_loss", "device")
     out = {}
     for variant in TRAINED:
         manifest = read_manifest(paths.stage("train", variant))
@@ -151,19 +168,24 @@ def training_summaries(paths: Paths) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_report(cfg: Config, paths: Paths) -> dict[str, Any]:
-    systems = {s: read_json(paths.stage("evaluate", s) / "metrics.json") for s in cfg.report.systems}
-    evaluate = read_manifest(paths.stage("evaluate", cfg.report.systems[0])) or {}
+def build_report(cfg: Config, paths: Paths, splits: list[str], skipped: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for split in splits:
+        systems = {s: read_json(paths.stage("evaluate", s) / split / "metrics.json")
+                   for s in cfg.report.systems}
+        evaluate = read_manifest(paths.stage("evaluate", cfg.report.systems[0])) or {}
+        out[split] = {"queries": evaluate["summary"]["splits"][split]["queries"], "systems": systems,
+                      "significance": significance(cfg, paths, split)}
     split = read_manifest(paths.stage("split"))
     return {
         "dataset": cfg.dataset.name,
         "experiment": cfg.experiment,
-        "split": cfg.evaluate.split,
-        "queries": evaluate.get("summary", {}).get("queries"),
+        "seed": cfg.seed,
+        "splits": out,
+        "skipped": skipped,
         "split_sizes": split["summary"] if split else None,
+        "pool": cfg.split.pool,
         "models": {"llm": cfg.models.llm, "encoder": cfg.models.encoder},
-        "systems": systems,
-        "significance": significance(cfg, paths),
         "weak_pairs": weak_pair_counts(paths),
         "training": training_summaries(paths),
         "exports": exports(paths),
@@ -179,53 +201,35 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    systems = list(report["systems"])
-    x = np.arange(len(MAIN_METRICS))
-    width = 0.8 / max(len(systems), 1)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(MAIN_METRICS), 4.2), dpi=120)
-    for i, system in enumerate(systems):
-        values = [report["systems"][system][m] for m in MAIN_METRICS]
-        bars = ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, label=system)
-        ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
-    ax.set_xticks(x, MAIN_METRICS)
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel("score")
-    ax.set_title(f"{report['experiment']}: {report['dataset']} ({report['split']}, "
-                 f"{report['queries']} queries)")
-    ax.legend(fontsize=8, ncols=min(len(systems), 5), loc="upper center",
-              bbox_to_anchor=(0.5, -0.07), frameon=False)
+    splits = report["splits"]
+    fig, axes = plt.subplots(1, len(splits), figsize=(len(splits) * (2.2 + 1.6 * len(MAIN_METRICS)), 4.2),
+                             dpi=120, squeeze=False)
+    for ax, (split, result) in zip(axes[0], splits.items(), strict=True):
+        systems = list(result["systems"])
+        x = np.arange(len(MAIN_METRICS))
+        width = 0.8 / max(len(systems), 1)
+        for i, system in enumerate(systems):
+            values = [result["systems"][system][m] for m in MAIN_METRICS]
+            bars = ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, label=system)
+            ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
+        ax.set_xticks(x, MAIN_METRICS)
+        ax.set_ylim(0, 1.12)
+        ax.set_ylabel("score")
+        ax.set_title(f"{report['experiment']}: {report['dataset']} ({split}, "
+                     f"{result['queries']} queries)")
+        ax.legend(fontsize=8, ncols=min(len(systems), 5), loc="upper center",
+                  bbox_to_anchor=(0.5, -0.07), frameon=False)
     fig.tight_layout()
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png")
     plt.close(fig)
 
 
-def _p(value: float) -> str:
-    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
-
-
-def render_significance(sig: dict[str, Any]) -> list[str]:
-    reference = sig["reference"]
-    lines = ["", f"## Paired significance tests: {reference} vs each system", ""]
+def render_significance(split: str, sig: dict[str, Any]) -> list[str]:
+    lines = ["", f"### {split}: paired tests, {sig['reference']} vs each system", ""]
     if sig.get("skipped"):
         return lines + [f"Skipped: {sig['skipped']}."]
-    header, rule = "| system |", "|---|"
-    for metric in sig["metrics"]:
-        header += f" Δ{metric} | p t-test | p randomization |"
-        rule += "---:|---:|---:|"
-    lines += [header, rule]
-    for other, tests in sig["tests"].items():
-        cells = []
-        for metric in sig["metrics"]:
-            test = tests[metric]
-            cells += [f"{test['mean_diff']:+.4f}", _p(test["p_t"]), _p(test["p_randomization"])]
-        lines.append(f"| {other} | " + " | ".join(cells) + " |")
-    lines += ["", f"Δ = {reference} − system (mean over queries). Paired two-sided t-test and "
-              "paired two-sided randomization test of the mean difference (sign flips: every "
-              f"assignment when the queries that differ allow at most {sig['resamples']}, else "
-              f"{sig['resamples']} random ones, seed {sig['seed']}); p-values are per "
-              "comparison, not corrected for multiple comparisons."]
-    return lines
+    return lines + significance_table(sig) + ["", significance_note(sig)]
 
 
 def render_weak_pairs(report: dict[str, Any]) -> list[str]:
@@ -243,36 +247,48 @@ def render_weak_pairs(report: dict[str, Any]) -> list[str]:
     if report.get("training"):
         lines += ["", "## Retriever training", "",
                   "| system | labeled pairs | weak pairs | dev pairs | hard negatives | epochs | steps "
-                  "| s/step | train s | device |", "|---|" + "---:|" * 8 + "---|"]
+                  "| warmup steps | s/step | train s | device |", "|---|" + "---:|" * 9 + "---|"]
         for system, t in report["training"].items():
             per_step = "–" if t["seconds_per_step"] is None else f"{t['seconds_per_step']:.2f}"
             lines.append(f"| {system} | {t['labeled_pairs']} | {t['weak_pairs']} | {t['dev_pairs']} "
-                         f"| {t['hard_negatives']} | {t['epochs']} | {t['steps']} | {per_step} "
+                         f"| {t['hard_negatives']} | {t['epochs']} | {t['steps']} "
+                         f"| {_number(t.get('warmup_steps'), 0)} | {per_step} "
                          f"| {t['train_seconds']:.1f} | {t['device']} |")
     return lines
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    metrics = [m for m in TABLE_METRICS if m in METRICS]
-    lines = [
-        f"# {report['experiment']}: {report['dataset']} ({report['split']} split, "
-        f"{report['queries']} queries)",
-        "",
-        f"Models: encoder `{report['models']['encoder']}`, LLM `{report['models']['llm']}`.",
-        "",
-        "| system | " + " | ".join(metrics) + " |",
-        "|---|" + "---:|" * len(metrics),
-    ]
-    best = {m: max(s[m] for s in report["systems"].values()) for m in metrics}
-    for name, values in report["systems"].items():
-        cells = [f"**{values[m]:.4f}**" if values[m] == best[m] and len(report["systems"]) > 1
-                 else f"{values[m]:.4f}" for m in metrics]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    splits = report["splits"]
+    lines = [f"# {report['experiment']}: {report['dataset']} (seed {report['seed']})", "",
+             f"Models: encoder `{report['models']['encoder']}`, LLM `{report['models']['llm']}`. "
+             + protocol_line(report), ""]
+    side = [(f"{split}|{metric}", f"{split} {metric}") for split in splits for metric in TESTED_METRICS]
+    rows = {system: {f"{split}|{metric}": splits[split]["systems"][system][metric]
+                     for split in splits for metric in TESTED_METRICS}
+            for system in next(iter(splits.values()))["systems"]}
+    lines += metric_table(rows, side)
+    for split, reason in report.get("skipped", {}).items():
+        lines += ["", f"Not scored: {split} ({reason})."]
     lines += ["", f"![main metrics per system]({CHART})"]
-    lines += render_significance(report["significance"])
+    metrics = [m for m in TABLE_METRICS if m in METRICS]
+    for split, result in splits.items():
+        lines += ["", f"## {split} ({result['queries']} queries)", ""]
+        lines += metric_table(result["systems"], [(m, m) for m in metrics])
+        lines += render_significance(split, result["significance"])
     lines += render_pipeline(report)
     lines += ["", f"Main metrics: {', '.join(MAIN_METRICS)}. Bold: best per column.", ""]
     return "\n".join(lines)
+
+
+def protocol_line(report: dict[str, Any]) -> str:
+    """Where the labeled, validation and unlabeled data came from (and the pool protocol)."""
+    sizes = report.get("split_sizes") or {}
+    if not sizes:
+        return ""
+    return (f"Labeled: {sizes['prompt_train_queries']} prompt-train + {sizes['prompt_eval_queries']}"
+            f" prompt-eval queries; validation: {sizes.get('validation_queries', 0)} queries"
+            f" ({sizes.get('validation_source', 'none')}); unlabeled pool: {sizes['unlabeled_docs']}"
+            f" documents (`split.pool: {report.get('pool')}`).")
 
 
 def render_pipeline(report: dict[str, Any]) -> list[str]:
@@ -285,7 +301,12 @@ def render_pipeline(report: dict[str, Any]) -> list[str]:
                   f"{sizes['prompt_train_pairs']} pairs",
                   f"- prompt-eval: {sizes['prompt_eval_queries']} queries, "
                   f"{sizes['prompt_eval_pairs']} pairs",
+                  f"- validation: {sizes.get('validation_queries', 0)} queries, "
+                  f"{sizes.get('validation_pairs', 0)} judgements "
+                  f"({sizes.get('validation_source', 'none')})",
                   f"- unlabeled pool: {sizes['unlabeled_docs']} documents"]
+        for reason, count in (sizes.get("set_aside") or {}).items():
+            lines.append(f"- leak guard: {count} set aside ({reason})")
     lines += render_weak_pairs(report)
     for variant, export in (report.get("exports") or {}).items():
         lines += ["", f"Exported training set ({variant}): `{export['folder']}` — "
@@ -322,7 +343,7 @@ def exports(paths: Paths) -> dict[str, dict[str, Any]]:
 def build_unevaluated(cfg: Config, paths: Paths, reason: str) -> dict[str, Any]:
     """The report of a dataset without the evaluation split: what was made, no metrics."""
     split = read_manifest(paths.stage("split"))
-    return {"dataset": cfg.dataset.name, "experiment": cfg.experiment, "split": cfg.evaluate.split,
+    return {"dataset": cfg.dataset.name, "experiment": cfg.experiment, "seed": cfg.seed,
             "evaluated": False, "reason": reason, "systems": {},
             "split_sizes": split["summary"] if split else None,
             "weak_pairs": weak_pair_counts(paths), "training": training_summaries(paths),
@@ -337,30 +358,22 @@ def render_unevaluated(report: dict[str, Any]) -> str:
     return "\n".join(lines + render_pipeline(report) + [""])
 
 
-def skipped_evaluation(cfg: Config, paths: Paths) -> str | None:
-    """Why the evaluate stage scored nothing (no evaluation split), or None."""
-    for system in cfg.report.systems:
-        manifest = read_manifest(paths.stage("evaluate", system)) or {}
-        reason = manifest.get("summary", {}).get("skipped")
-        if reason:
-            return reason
-    return None
-
-
 def run(cfg: Config, paths: Paths) -> dict:
-    reason = skipped_evaluation(cfg, paths)
-    if reason:
+    splits, skipped = evaluated_splits(cfg, paths)
+    folder = output_dir(paths)
+    if not splits:
+        reason = "; ".join(skipped.values()) or "no split was scored"
         report = build_unevaluated(cfg, paths, reason)
-        write_json(output_dir(paths) / "report.json", report)
-        with atomic_write(output_dir(paths) / "report.md") as handle:
+        write_json(folder / "report.json", report)
+        with atomic_write(folder / "report.md") as handle:
             handle.write(render_unevaluated(report))
         return {"skipped": reason, "systems": {}}
-    report = build_report(cfg, paths)
-    folder = output_dir(paths)
+    report = build_report(cfg, paths, splits, skipped)
     write_json(folder / "report.json", report)
     plot_metrics(report, folder / CHART)
     with atomic_write(folder / "report.md") as handle:
         handle.write(render_markdown(report))
-    return {"systems": {s: v["NDCG@10"] for s, v in report["systems"].items()},
-            "reference": report["significance"]["reference"],
-            "tested": sorted(report["significance"]["tests"])}
+    return {"splits": {split: {s: v["NDCG@10"] for s, v in result["systems"].items()}
+                       for split, result in report["splits"].items()},
+            "reference": cfg.report.reference,
+            "tested": sorted(next(iter(report["splits"].values()))["significance"]["tests"])}

@@ -8,6 +8,9 @@
   non-zero difference allow at most ``resamples`` assignments it enumerates them all (exact),
   else it draws ``resamples`` random ones with a fixed seed and reports (hits + 1) /
   (resamples + 1).
+- :func:`holm`: Holm's step-down correction of a family of p-values.
+- :func:`against_reference`: both tests of a reference system against each other system, with
+  Holm-corrected p-values over the primary comparisons.
 """
 
 from __future__ import annotations
@@ -100,3 +103,44 @@ def compare_per_query(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapp
         raise ValueError(f"the systems were scored on different queries (e.g. {only[0]!r})")
     ids = sorted(a)
     return compare([a[q][metric] for q in ids], [b[q][metric] for q in ids], resamples, seed)
+
+
+def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of a family: the i-th smallest of m is multiplied by
+    m - i + 1 (i from 1), made non-decreasing in that order, and capped at 1."""
+    order = sorted(pvalues, key=lambda key: (pvalues[key], key))
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for i, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * pvalues[key]))
+        adjusted[key] = running
+    return adjusted
+
+
+P_VALUES = ("p_t", "p_randomization")
+
+
+def against_reference(per_query: Mapping[str, Mapping[str, Mapping[str, float]]], reference: str,
+                      metrics: Sequence[str], primary: Sequence[str],
+                      resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
+                      ) -> dict[str, dict[str, dict[str, float | int | bool]]]:
+    """``{other: {metric: comparison}}`` of ``reference`` against every other system of
+    ``per_query`` (``{system: {query id: {metric: value}}}``). The comparisons with the systems in
+    ``primary`` form one family per metric: each gets ``p_t_holm`` and ``p_randomization_holm``.
+    Raises ValueError (naming the system) when two systems were scored on different queries."""
+    tests: dict[str, dict[str, dict[str, float | int | bool]]] = {}
+    for other in per_query:
+        if other == reference:
+            continue
+        try:
+            tests[other] = {metric: compare_per_query(per_query[reference], per_query[other], metric,
+                                                      resamples, seed).as_dict()
+                            for metric in metrics}
+        except ValueError as exc:
+            raise ValueError(f"{other}: {exc}") from None
+    family = [other for other in primary if other in tests]
+    for metric in metrics:
+        for key in P_VALUES:
+            for other, p in holm({o: tests[o][metric][key] for o in family}).items():
+                tests[other][metric][f"{key}_holm"] = p
+    return tests

@@ -1,30 +1,40 @@
-"""Split stage: SPTAR's few-shot split of the labeled data, and the unlabeled pool.
+"""Split stage: SPTAR's few-shot split of the labeled data, the validation queries, and the
+unlabeled pool.
 
 Reads: ``data/beir/<dataset>/``.
 Writes to ``data/runs/<experiment>/split/``:
 
 - ``queries.jsonl``: the sampled labeled queries (prompt-train and prompt-eval);
 - ``qrels/prompt_train.tsv``, ``qrels/prompt_eval.tsv``: their relevant documents (over the
-  original corpus);
+  original corpus); ``qrels/judged.tsv``: every judgement of those queries in the dataset (what
+  must never be a negative for them);
 - ``unlabeled_ids.txt``: the unlabeled pool, documents that appear in no qrels split at all
   (``split.pool: unjudged``, SPTAR's choice) or, for corpora where every document is judged
-  somewhere, documents judged neither in the evaluation split nor in the sampled labeled pairs
-  (``split.pool: not-in-eval``); capped at ``split.max_unlabeled_docs`` (sampled by seed), in
-  corpus order.
+  somewhere, documents judged neither in the test split, nor in the validation split, nor by the
+  sampled labeled pairs (``split.pool: not-in-eval``); capped at ``split.max_unlabeled_docs``
+  (sampled by seed), in corpus order;
+- ``validation/queries.jsonl`` and ``validation/qrels.tsv``: the validation queries
+  (``split.validation``), which every choice is made on. They are held out exactly like the test
+  split: only ``sptar evaluate`` reads them (no other stage opens ``validation/``).
 
-Queries are sampled from the train qrels (dev when there is no train split); queries that are
-also judged in the evaluation split are never sampled, so the test split never reaches training.
-A dataset may lack the evaluation split (a local corpus without test examples). With
-``split.shrink_to_fit`` and fewer usable queries than ``n_prompt_train + n_prompt_eval`` (a small
-examples file), a third of them (at least one) go to prompt-eval and the rest (at most
-``n_prompt_train``) to prompt-train.
+Labeled queries are sampled from the train qrels (dev when there is no train split). The leak
+guard keeps three kinds of query apart, by id and by normalised text (:func:`sptar.text.normalized`;
+some BEIR train queries repeat a test query's text): a query judged in the test split, or whose
+text equals a test query's, is never a labeled or validation query; a query of the validation
+split, or whose text equals one, is never labeled; with ``split.validation: rest`` a query whose
+text equals a sampled labeled query's is not a validation query. The manifest counts what the
+guard set aside, and why. A dataset may lack the test split (a local corpus without test
+examples). With ``split.shrink_to_fit`` and fewer usable queries than ``n_prompt_train +
+n_prompt_eval`` (a small examples file), a third of them (at least one) go to prompt-eval and the
+rest (at most ``n_prompt_train``) to prompt-train.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sptar.config import Config
@@ -41,26 +51,46 @@ from sptar.formats import (
     write_queries,
 )
 from sptar.paths import Paths
+from sptar.text import normalized
 
 log = logging.getLogger(__name__)
 
-PROMPT_TRAIN, PROMPT_EVAL = "prompt_train", "prompt_eval"
+PROMPT_TRAIN, PROMPT_EVAL, JUDGED = "prompt_train", "prompt_eval", "judged"
+VALIDATION_DIR = "validation"
+NONE, REST = "none", "rest"
 
 
 @dataclass
 class FewShotSplit:
-    """What the split stage wrote, loaded back."""
+    """The labeled part of what the split stage wrote, loaded back (never the validation set)."""
 
     queries: Queries
     prompt_train: Qrels
     prompt_eval: Qrels
     unlabeled: list[str]
+    judged: Qrels = field(default_factory=dict)  # every judgement of the labeled queries
 
     def pairs(self, part: str) -> list[tuple[str, str]]:
         """(query id, doc id) pairs of ``prompt_train``, ``prompt_eval`` or ``labeled`` (both)."""
         parts = {PROMPT_TRAIN: [self.prompt_train], PROMPT_EVAL: [self.prompt_eval],
                  "labeled": [self.prompt_train, self.prompt_eval]}[part]
         return [(qid, did) for qrels in parts for qid, docs in qrels.items() for did in docs]
+
+
+@dataclass
+class Validation:
+    """The validation queries and their judgements."""
+
+    queries: Queries
+    qrels: Qrels
+
+
+@dataclass
+class SplitResult:
+    split: FewShotSplit
+    validation: Validation | None
+    validation_source: str  # "none", "rest of <source split>" or a qrels split name
+    set_aside: Counter = field(default_factory=Counter)  # why the leak guard set queries aside
 
 
 def load_split(paths: Paths) -> FewShotSplit:
@@ -71,17 +101,56 @@ def load_split(paths: Paths) -> FewShotSplit:
         prompt_train=read_qrels(folder / "qrels" / f"{PROMPT_TRAIN}.tsv", queries=queries),
         prompt_eval=read_qrels(folder / "qrels" / f"{PROMPT_EVAL}.tsv", queries=queries),
         unlabeled=read_ids(folder / "unlabeled_ids.txt"),
+        judged=read_qrels(folder / "qrels" / f"{JUDGED}.tsv", queries=queries),
     )
+
+
+def load_validation(paths: Paths) -> Validation | None:
+    """The validation queries (only ``sptar evaluate`` may call this), or None if there are none."""
+    folder = paths.stage("split") / VALIDATION_DIR
+    if not (folder / "qrels.tsv").is_file():
+        return None
+    queries = read_queries(folder / "queries.jsonl")
+    return Validation(queries=queries, qrels=read_qrels(folder / "qrels.tsv", queries=queries))
+
+
+def write_split(folder: Path, result: SplitResult) -> None:
+    split = result.split
+    write_queries(folder / "queries.jsonl", split.queries)
+    write_qrels(folder / "qrels" / f"{PROMPT_TRAIN}.tsv", split.prompt_train)
+    write_qrels(folder / "qrels" / f"{PROMPT_EVAL}.tsv", split.prompt_eval)
+    write_qrels(folder / "qrels" / f"{JUDGED}.tsv", split.judged)
+    write_ids(folder / "unlabeled_ids.txt", split.unlabeled)
+    if result.validation is not None:
+        validation = result.validation
+        write_queries(folder / VALIDATION_DIR / "queries.jsonl", validation.queries)
+        write_qrels(folder / VALIDATION_DIR / "qrels.tsv", validation.qrels)
 
 
 def source_split_name(cfg: Config, dataset: BeirDataset) -> str:
     if cfg.split.source_split != "auto":
         return cfg.split.source_split
     for name in ("train", "dev"):
-        if name in dataset.qrels and name != cfg.evaluate.split:
+        if name in dataset.qrels and name != cfg.evaluate.test_split:
             return name
     raise SptarError(f"dataset {cfg.dataset.name!r} has no train or dev qrels to sample labeled pairs"
                      " from (fix: set split.source_split to an existing split)")
+
+
+def validation_source(cfg: Config, dataset: BeirDataset, source: str) -> str:
+    """``none``, ``rest`` or the name of the qrels split that holds the validation queries."""
+    choice = cfg.split.validation
+    held_out = cfg.evaluate.test_split
+    if choice == "auto":
+        return "dev" if "dev" in dataset.qrels and "dev" not in (source, held_out) else REST
+    if choice in (NONE, REST):
+        return choice
+    if choice in (source, held_out):
+        raise SptarError(f"split.validation is {choice!r}, which is also the "
+                         f"{'source' if choice == source else 'test'} split (fix: use rest, none,"
+                         " or another qrels split)")
+    dataset.split(choice)  # a one-line error when the dataset has no such split
+    return choice
 
 
 def split_sizes(cfg: Config, available: int, source: str) -> tuple[int, int]:
@@ -106,20 +175,66 @@ def split_sizes(cfg: Config, available: int, source: str) -> tuple[int, int]:
     return n_train, n_eval
 
 
-def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
+class LeakGuard:
+    """Held-out query ids and texts; :meth:`admits` says whether a query may join another part."""
+
+    def __init__(self, queries: Queries) -> None:
+        self.queries = queries
+        self.ids: dict[str, str] = {}  # query id -> the held-out part it belongs to
+        self.texts: dict[str, str] = {}  # normalised text -> that part
+        self.set_aside: Counter = Counter()
+
+    def hold(self, part: str, query_ids) -> None:
+        for qid in query_ids:
+            self.ids.setdefault(qid, part)
+            self.texts.setdefault(normalized(self.queries[qid]), part)
+
+    def admits(self, part: str, qid: str) -> bool:
+        held = self.ids.get(qid)
+        if held is None:
+            text_of = self.texts.get(normalized(self.queries[qid]))
+            if text_of is None:
+                return True
+            self.set_aside[f"{part}: text of a {text_of} query"] += 1
+            return False
+        self.set_aside[f"{part}: judged in the {held} split"] += 1
+        return False
+
+
+def sample_split(cfg: Config, dataset: BeirDataset) -> SplitResult:
     source = source_split_name(cfg, dataset)
-    if source == cfg.evaluate.split:
-        raise SptarError(f"split.source_split is {source!r}, the evaluation split"
+    test_name = cfg.evaluate.test_split
+    if source == test_name:
+        raise SptarError(f"split.source_split is {source!r}, the test split"
                          " (fix: sample labeled pairs from train or dev, never from test)")
     qrels = dataset.split(source)
-    evaluation = dataset.qrels.get(cfg.evaluate.split, {})  # a local corpus may have no test split
+    test = dataset.qrels.get(test_name, {})  # a local corpus may have no test split
+    guard = LeakGuard(dataset.queries)
+    guard.hold("test", test)
+    where = validation_source(cfg, dataset, source)
+    validation: Qrels = {}
+    if where not in (NONE, REST):
+        validation = {qid: docs for qid, docs in dataset.split(where).items()
+                      if guard.admits("validation", qid)}
+        guard.hold("validation", validation)
+
     positive = {qid: {did: score for did, score in docs.items() if score >= cfg.split.min_relevance}
-                for qid, docs in qrels.items() if qid not in evaluation}
-    candidates = sorted(qid for qid, docs in positive.items() if docs)
+                for qid, docs in qrels.items()}
+    candidates = [qid for qid in sorted(positive) if positive[qid] and guard.admits("labeled", qid)]
     n_train, n_eval = split_sizes(cfg, len(candidates), source)
     rng = random.Random(cfg.seed)
     chosen = rng.sample(candidates, n_train + n_eval)
     train_ids, eval_ids = chosen[:n_train], chosen[n_train:]
+    if where == REST:
+        guard.hold("labeled", chosen)
+        taken = set(chosen)
+        validation = {qid: qrels[qid] for qid in candidates
+                      if qid not in taken and guard.admits("validation", qid)}
+        if not validation and cfg.split.validation == REST:
+            raise SptarError(f"split.validation is rest, but every usable {source!r} query is a"
+                             " labeled one (fix: lower split.n_prompt_train / n_prompt_eval, or set"
+                             " split.validation: none)")
+    validation = cap_validation(cfg, validation)
 
     cap_pairs = cfg.split.max_pairs_per_query
     if cap_pairs is not None:
@@ -128,11 +243,47 @@ def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
             if len(positive[qid]) > cap_pairs:
                 keep = set(pair_rng.sample(sorted(positive[qid]), cap_pairs))
                 positive[qid] = {did: s for did, s in positive[qid].items() if did in keep}
-    if cfg.split.pool == "unjudged":
-        excluded = dataset.qrels.values()
-    else:
-        chosen_qrels = {qid: positive[qid] for qid in chosen}
-        excluded = [evaluation, chosen_qrels]
+    pool = unlabeled_pool(cfg, dataset, [test, validation, {qid: positive[qid] for qid in chosen}])
+    for reason, count in sorted(guard.set_aside.items()):
+        log.info("leak guard: %d quer%s set aside (%s)", count, "y" if count == 1 else "ies", reason)
+    return SplitResult(
+        split=FewShotSplit(
+            queries={qid: dataset.queries[qid] for qid in chosen},
+            prompt_train={qid: positive[qid] for qid in train_ids},
+            prompt_eval={qid: positive[qid] for qid in eval_ids},
+            unlabeled=pool,
+            judged=judgements(dataset, chosen),
+        ),
+        validation=Validation({qid: dataset.queries[qid] for qid in validation}, validation)
+        if validation else None,
+        validation_source=NONE if not validation else f"rest of {source}" if where == REST else where,
+        set_aside=guard.set_aside,
+    )
+
+
+def cap_validation(cfg: Config, validation: Qrels) -> Qrels:
+    cap = cfg.split.max_validation_queries
+    if cap is None or len(validation) <= cap:
+        return validation
+    keep = set(random.Random(f"{cfg.seed}-validation").sample(sorted(validation), cap))
+    return {qid: docs for qid, docs in validation.items() if qid in keep}
+
+
+def judgements(dataset: BeirDataset, query_ids: list[str]) -> Qrels:
+    """Every judgement of the given queries, in every qrels split of the dataset."""
+    wanted = set(query_ids)
+    out: Qrels = {}
+    for name in sorted(dataset.qrels):
+        for qid, docs in dataset.qrels[name].items():
+            if qid in wanted:
+                out.setdefault(qid, {}).update(docs)
+    return out
+
+
+def unlabeled_pool(cfg: Config, dataset: BeirDataset, held: list[Qrels]) -> list[str]:
+    """The unlabeled documents: judged in no split (``unjudged``), or by none of ``held`` (the
+    test, validation and sampled labeled judgements: ``not-in-eval``); capped by seed."""
+    excluded = dataset.qrels.values() if cfg.split.pool == "unjudged" else held
     judged = {did for qrels in excluded for docs in qrels.values() for did in docs}
     pool = [did for did in dataset.corpus if did not in judged]
     cap = cfg.split.max_unlabeled_docs
@@ -142,19 +293,14 @@ def sample_split(cfg: Config, dataset: BeirDataset) -> FewShotSplit:
     if not pool:
         raise SptarError(f"dataset {cfg.dataset.name!r}: every document is judged in some qrels split,"
                          " so the unlabeled pool is empty (fix: set split.pool: not-in-eval)")
-    return FewShotSplit(
-        queries={qid: dataset.queries[qid] for qid in chosen},
-        prompt_train={qid: positive[qid] for qid in train_ids},
-        prompt_eval={qid: positive[qid] for qid in eval_ids},
-        unlabeled=pool,
-    )
+    return pool
 
 
 # ---------------------------------------------------------------- stage
 
 
 def sections() -> tuple[str, ...]:
-    return ("dataset.name", "split", "seed", "evaluate.split")
+    return ("dataset.name", "split", "seed", "evaluate.test_split")
 
 
 def output_dir(paths: Paths) -> Path:
@@ -166,16 +312,17 @@ def upstream(cfg: Config, paths: Paths) -> list[Path]:
 
 
 def run(cfg: Config, paths: Paths) -> dict:
-    split = sample_split(cfg, load_beir(paths.beir))
-    folder = output_dir(paths)
-    write_queries(folder / "queries.jsonl", split.queries)
-    write_qrels(folder / "qrels" / f"{PROMPT_TRAIN}.tsv", split.prompt_train)
-    write_qrels(folder / "qrels" / f"{PROMPT_EVAL}.tsv", split.prompt_eval)
-    write_ids(folder / "unlabeled_ids.txt", split.unlabeled)
+    result = sample_split(cfg, load_beir(paths.beir))
+    write_split(output_dir(paths), result)
+    split, validation = result.split, result.validation
     return {
         "prompt_train_queries": len(split.prompt_train),
         "prompt_train_pairs": len(split.pairs(PROMPT_TRAIN)),
         "prompt_eval_queries": len(split.prompt_eval),
         "prompt_eval_pairs": len(split.pairs(PROMPT_EVAL)),
         "unlabeled_docs": len(split.unlabeled),
+        "validation_source": result.validation_source,
+        "validation_queries": len(validation.qrels) if validation else 0,
+        "validation_pairs": sum(len(d) for d in validation.qrels.values()) if validation else 0,
+        "set_aside": dict(sorted(result.set_aside.items())),
     }

@@ -8,10 +8,11 @@ With ``train.dev_fraction`` > 0, that share of the labeled queries is held out a
 (their positives plus BM25 candidates as its corpus) and the checkpoint with the best dev
 nDCG@10 is kept.
 
-Reads: ``data/beir/<dataset>/corpus.jsonl``, the qrels of the splits other than the evaluation
-split (only to keep judged-relevant documents out of the hard negatives), ``split/`` and, for
-``inpars`` / ``sptar``, ``filter/<variant>/{queries.jsonl, qrels/train.tsv}``. The evaluation
-split (its queries and qrels) is never read.
+Reads: ``data/beir/<dataset>/corpus.jsonl``, the labeled part of ``split/`` (its
+``qrels/judged.tsv`` keeps every document judged relevant to a labeled query out of its hard
+negatives) and, for ``inpars`` / ``sptar``, ``filter/<variant>/{queries.jsonl, qrels/train.tsv}``.
+The validation and test splits (their queries and qrels) are never read: nothing under
+``data/beir/<dataset>/qrels/``, nor ``split/validation/``.
 Writes to ``data/runs/<experiment>/train/<variant>/``: ``model/`` (a sentence-transformers
 folder: ``SentenceTransformer(path)`` loads it), ``pairs.jsonl`` (every training and dev row:
 query id and text, doc id, source, hard negative ids), ``train_log.jsonl`` (loss per logging
@@ -24,6 +25,7 @@ GPU; rank 0 alone writes the outputs and the manifest, the other ranks end witho
 from __future__ import annotations
 
 import logging
+import math
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from sptar.formats import (
 from sptar.paths import Paths
 from sptar.resources import check_disk_space, folder_bytes, memory_guard
 from sptar.shards import barrier, group_rank, launched, resolve_shard
+from sptar.split import FewShotSplit, load_split
 from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
@@ -110,17 +113,11 @@ def weak_examples(folder: Path, corpus: Corpus) -> list[Example]:
             for did, score in docs.items() if score > 0]
 
 
-def judged_relevant(paths: Paths, cfg: Config) -> tuple[dict[str, set[str]], list[str]]:
-    """Documents judged relevant per query in every qrels split except the evaluation split."""
-    judged: dict[str, set[str]] = {}
-    files = []
-    for path in sorted((paths.beir / "qrels").glob("*.tsv")):
-        if path.stem == cfg.evaluate.split:
-            continue
-        files.append(str(path))
-        for qid, docs in read_qrels(path).items():
-            judged.setdefault(qid, set()).update(did for did, score in docs.items() if score > 0)
-    return judged, files
+def judged_relevant(split: FewShotSplit) -> dict[str, set[str]]:
+    """Documents judged relevant to each labeled query, in any split (the split stage's
+    ``qrels/judged.tsv``): never a negative for that query."""
+    return {qid: {did for did, score in docs.items() if score > 0}
+            for qid, docs in split.judged.items()}
 
 
 def carve_dev(rows: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -140,13 +137,12 @@ def carve_dev(rows: list[Example], fraction: float, seed: int) -> tuple[list[Exa
 
 
 def build_training_data(cfg: Config, paths: Paths, variant: str, corpus: Corpus) -> TrainingData:
-    from sptar.split import load_split
-
     split = load_split(paths)
     tc = cfg.train
     split_dir = paths.stage("split")
     files = [str(split_dir / name) for name in ("queries.jsonl", "qrels/prompt_train.tsv",
-                                                "qrels/prompt_eval.tsv", "unlabeled_ids.txt")]
+                                                "qrels/prompt_eval.tsv", "qrels/judged.tsv",
+                                                "unlabeled_ids.txt")]
     labeled = labeled_examples(split.queries, [split.prompt_train, split.prompt_eval],
                                tc.max_pairs_per_query, train_seed(cfg))
     train, dev = carve_dev(labeled, tc.dev_fraction, train_seed(cfg))
@@ -159,10 +155,10 @@ def build_training_data(cfg: Config, paths: Paths, variant: str, corpus: Corpus)
             raise SptarError(f"{folder / 'queries.jsonl'}: weak query id {sorted(clash)[0]!r} is also a "
                              "labeled query id (fix: weak queries need their own ids, gen-<docid>-<k>)")
         train += weak
-    judged, qrels_files = judged_relevant(paths, cfg)
+    judged = judged_relevant(split)
     for row in train + dev:
         judged.setdefault(row.query_id, set()).add(row.doc_id)
-    return TrainingData(train, dev, judged, files + qrels_files)
+    return TrainingData(train, dev, judged, files)
 
 
 def mine_hard_negatives(rows: list[Example], corpus: Corpus, searcher, judged: dict[str, set[str]],
@@ -256,9 +252,10 @@ def training_arguments(tc: TrainConfig, output_dir: Path, device: str, seed: int
     return SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=tc.epochs,
+        max_steps=tc.steps or -1,  # when set, the same for every system: small sets repeat epochs
         per_device_train_batch_size=tc.batch_size,
         learning_rate=tc.lr,
-        warmup_steps=tc.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        warmup_steps=0,  # set by fit() once the number of steps is known (warmup_steps())
         weight_decay=tc.weight_decay,
         seed=seed,
         data_seed=seed,
@@ -328,13 +325,26 @@ def fit(cfg: Config, data: TrainingData, corpus: Corpus, searcher, work_dir: Pat
         callbacks=[_log_callback(rows)],
     )
     _quiet_progress_bar(trainer)
+    total = tc.steps or len(trainer.get_train_dataloader()) * tc.epochs
+    trainer.args.warmup_steps = warmup_steps(tc.warmup_ratio, total)
     result = trainer.train()
     for key, value in dropout.items():  # the saved config keeps the encoder's own value
         setattr(trainer.model[0].auto_model.config, key, value)
     metrics = dict(result.metrics, global_step=result.global_step, training_loss=result.training_loss,
+                   epochs=round(trainer.state.epoch or 0.0, 3), warmup_steps=trainer.args.warmup_steps,
                    best_metric=trainer.state.best_metric,
                    best_step=_checkpoint_step(trainer.state.best_model_checkpoint))
     return trainer.model, metrics, rows
+
+
+def warmup_steps(ratio: float, total: int) -> int:
+    """Linear warmup over ``ratio`` of the ``total`` optimizer steps (rounded up, as the trainer
+    does), but never all of them: the first step of a warmup runs at learning rate 0, so a run of
+    one step with any warmup would leave the model as it was."""
+    if total < 1:
+        raise SptarError("training would take 0 optimizer steps and leave the encoder unchanged"
+                         " (fix: give the train stage pairs, or set train.steps)")
+    return min(math.ceil(ratio * total), total - 1)
 
 
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT family; others
@@ -369,7 +379,7 @@ def _checkpoint_step(checkpoint: str | None) -> int | None:
 
 
 def sections(variant: str) -> tuple[str, ...]:
-    return ("dataset.name", "evaluate.split", "models.encoder", "models.trust_remote_code", "train",
+    return ("dataset.name", "models.encoder", "models.trust_remote_code", "train",
             "bm25", "seed", "device")
 
 
@@ -460,8 +470,9 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
         "dev_pairs": data.count(DEV),
         "hard_negatives": tc.hard_negatives,
         "train_rows": len(data.train),
-        "epochs": tc.epochs,
+        "epochs": metrics["epochs"],
         "steps": steps,
+        "warmup_steps": metrics["warmup_steps"],
         "train_seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / steps, 3) if steps else None,
         "train_loss": round(metrics["training_loss"], 5),

@@ -218,7 +218,7 @@ MODEL_CASES = {  # id -> (--set value, expected start, fragment)
 @pytest.mark.parametrize("case", list(MODEL_CASES))
 def test_bad_model_name(cli, tmp_path, case):
     setting, start, fragment = MODEL_CASES[case]
-    assert cli("data") == (0, "")
+    assert cli("data") == (0, "") and cli("split") == (0, "")
     code, message = cli("evaluate", "--system", "zero-shot", "--config", "tiny",
                         "--set", "dataset.mirror=null", "--set", setting.format(tmp=tmp_path))
     assert code == 2
@@ -235,13 +235,20 @@ STAGE_CASES = {  # id -> (argv, expected start, fragment)
                                         " 'train' split has only 9 usable labeled queries",
                                         "fix: lower them"),
     "labeled pairs from the test split": (["split", "--set", "split.source_split=test"],
-                                          "split.source_split is 'test', the evaluation split",
+                                          "split.source_split is 'test', the test split",
                                           "never from test"),
     "labeled pairs from a split that does not exist": (
         ["split", "--set", "split.source_split=dev"],
         "{tmp}/data/beir/tiny/qrels/dev.tsv: split 'dev' does not exist (has: test, train)",
         "fix: name an existing split"),
-    "evaluation split that does not exist": (["data", "--set", "evaluate.split=dev"],
+    "validation split that does not exist": (
+        ["split", "--set", "split.validation=dev"],
+        "{tmp}/data/beir/tiny/qrels/dev.tsv: split 'dev' does not exist (has: test, train)",
+        "fix: name an existing split"),
+    "validation from the test split": (["split", "--set", "split.validation=test"],
+                                       "split.validation is 'test', which is also the test split",
+                                       "fix: use rest, none"),
+    "evaluation split that does not exist": (["data", "--set", "evaluate.test_split=dev"],
                                              "{tmp}/mirror/tiny/qrels/dev.tsv: split 'dev' does"
                                              " not exist (has: test, train)", "fix:"),
 }

@@ -53,3 +53,14 @@ def test_make_all_splits_the_cores_between_its_jobs():
     assert f"OMP_NUM_THREADS={max(1, cores // 2)} " in text and " -j2 " in text
     assert "OMP_NUM_THREADS=1 " in dry_run("all", "JOBS=64")  # never fewer than one thread
     assert " -j1 " in dry_run("all", "JOBS=1")
+
+
+def test_make_all_with_seeds_runs_the_pipeline_once_per_seed_then_reports_over_them():
+    text = dry_run("all", "PIPELINE=scifact-quick", "SEEDS=1 2")
+    runs = re.findall(r"bin/sptar (\w[\w-]*)(?: --(?:variant|system) ([\w-]+))? --config "
+                      r"scifact-quick --seed (\d)", text)
+    once = len(stage_commands(dry_run("all", "PIPELINE=scifact-quick")))
+    assert len(runs) == 2 * once
+    assert {seed for *_, seed in runs[:once]} == {"1"} and {seed for *_, seed in runs[once:]} == {"2"}
+    assert text.rstrip().endswith("bin/sptar repeats --config scifact-quick  --seeds 1 2")
+    assert "cat data/runs/scifact-quick-seed2/report/report.md" in text

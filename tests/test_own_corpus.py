@@ -230,15 +230,17 @@ def test_five_pairs_become_a_beir_dataset_and_a_split(own_chain):
 def test_no_test_split_ends_cleanly_after_export_and_says_so(own_chain):
     cfg, paths, manifests, _ = own_chain
     for system in ("bm25", "zero-shot", "sptar"):
-        assert manifests[f"evaluate/{system}"]["summary"]["skipped"] == "no test split: nothing to evaluate"
-        assert not (paths.stage("evaluate", system) / "metrics.json").exists()
+        assert manifests[f"evaluate/{system}"]["summary"]["skipped"] == {
+            "validation": "no validation queries (split.validation is none, or none were left)",
+            "test": "no test split: nothing to evaluate"}
+        assert not list(paths.stage("evaluate", system).glob("**/metrics.json"))
     report = json.loads((paths.stage("report") / "report.json").read_text())
     assert report["evaluated"] is False and report["systems"] == {}
     export = manifests["export/sptar"]["summary"]
     assert report["exports"]["sptar"]["gold_pairs"] == export["gold_pairs"] == 5
     assert report["training"]["sptar"]["weak_pairs"] == export["weak_pairs"] > 0
     markdown = (paths.stage("report") / "report.md").read_text()
-    assert "**No test split: nothing to evaluate.**" in markdown
+    assert "**No validation queries (split.validation is none, or none were left); no test split: nothing to evaluate.**" in markdown
     assert f"{export['gold_pairs']} gold + {export['weak_pairs']} weak pairs" in markdown
 
 

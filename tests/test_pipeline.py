@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sptar.config import load_config
 from sptar.formats import read_json, read_run
+from sptar.split import load_validation
 from sptar.stages import execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
@@ -18,18 +19,23 @@ def test_tiny_pipeline_report(tiny_cfg, tiny_paths):
     cfg = tiny_cfg()
     _run_all(cfg, tiny_paths)
     report = read_json(tiny_paths.stage("report") / "report.json")
-    assert set(report["systems"]) == {"bm25", "zero-shot"}
-    assert report["queries"] == 5
-    for metrics in report["systems"].values():
+    assert list(report["splits"]) == ["validation", "test"]
+    test, validation = report["splits"]["test"], report["splits"]["validation"]
+    assert set(test["systems"]) == set(validation["systems"]) == {"bm25", "zero-shot"}
+    assert test["queries"] == 5 and validation["queries"] == 2  # the 9 train queries less 7 labeled
+    for metrics in test["systems"].values():
         assert metrics["NDCG@10"] > 0.5  # the tiny queries are easy
     assert {"data", "split", "evaluate/bm25", "evaluate/zero-shot"} <= set(report["timings"])
     zero_shot = report["timings"]["evaluate/zero-shot"]
     assert zero_shot["cpu_s"] > 0 and zero_shot["wall_s"] > 0 and zero_shot["load"] >= 0
     markdown = (tiny_paths.stage("report") / "report.md").read_text()
     assert f"| evaluate/zero-shot | {zero_shot['wall_s']:.1f} | {zero_shot['cpu_s']:.1f} |" in markdown
+    assert "| system | validation NDCG@10 | validation Recall@100 | test NDCG@10 | test Recall@100 |" in markdown
     assert "| bm25 |" in markdown and "| zero-shot |" in markdown
-    run = read_run(tiny_paths.stage("evaluate", "bm25") / "run.trec")
+    run = read_run(tiny_paths.stage("evaluate", "bm25") / "test" / "run.trec")
     assert set(run) == {"q10", "q11", "q12", "q13", "q14"}
+    held = read_run(tiny_paths.stage("evaluate", "bm25") / "validation" / "run.trec")
+    assert set(held) == set(load_validation(tiny_paths).queries) and len(held) == 2
 
 
 def test_changed_config_reruns_only_what_depends_on_it(tiny_cfg, tiny_paths):
@@ -53,10 +59,11 @@ def test_real_scifact_slice(scifact_slice, tmp_path, monkeypatch):
     paths = paths_for(cfg, tmp_path / "data")
     _run_all(cfg, paths)
     report = read_json(paths.stage("report") / "report.json")
-    assert report["queries"] == 60
+    test = report["splits"]["test"]
+    assert test["queries"] == 60 and report["splits"]["validation"]["queries"] == 80 - 70
     # a ~540-document slice is easier than the full corpus (0.68 / 0.65), so both score higher
-    assert report["systems"]["bm25"]["NDCG@10"] > 0.7
-    assert report["systems"]["zero-shot"]["NDCG@10"] > 0.7
+    assert test["systems"]["bm25"]["NDCG@10"] > 0.7
+    assert test["systems"]["zero-shot"]["NDCG@10"] > 0.7
 
 
 def test_an_upstream_rerun_with_the_same_outputs_keeps_downstream_fresh(tiny_cfg, tiny_paths):
@@ -90,9 +97,13 @@ def test_every_stage_of_the_tiny_pipeline_in_under_two_minutes(tiny_llm, tiny_en
                 execute(stage, cfg, paths, **{key: value})
     seconds = time.perf_counter() - started
     report = read_json(paths.stage("report") / "report.json")
-    assert set(report["systems"]) == {"bm25", "zero-shot", "wo-aug", "inpars", "sptar"}
-    tests = report["significance"]["tests"]
-    assert set(tests) == {"bm25", "zero-shot", "wo-aug", "inpars"}
+    for split in ("validation", "test"):
+        assert set(report["splits"][split]["systems"]) == {"bm25", "zero-shot", "wo-aug", "inpars",
+                                                           "sptar"}
+        tests = report["splits"][split]["significance"]["tests"]
+        assert set(tests) == {"bm25", "zero-shot", "wo-aug", "inpars"}
+        assert {"p_t_holm", "p_randomization_holm"} <= set(tests["inpars"]["NDCG@10"])
+        assert "p_t_holm" not in tests["bm25"]["NDCG@10"]  # not a primary comparison
     for variant in ("inpars", "sptar"):
         assert (paths.stage("export", variant) / "pairs.jsonl").is_file()
         assert read_json(paths.stage("train", variant) / "manifest.json")["summary"]["weak_pairs"] > 0

@@ -48,7 +48,7 @@ def test_the_dry_run_loads_no_model_library():
 def test_paper_profiles_follow_sptar(name):
     dataset, k, examples, split = PAPER[name]
     cfg = load_config(name)
-    assert cfg.dataset.name == dataset and cfg.evaluate.split == split
+    assert cfg.dataset.name == dataset and cfg.evaluate.test_split == split
     assert (cfg.split.n_prompt_train, cfg.split.n_prompt_eval) == (50, 100)
     assert cfg.split.max_unlabeled_docs == 100_000
     tune = cfg.tune

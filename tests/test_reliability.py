@@ -243,6 +243,6 @@ def test_same_config_and_seed_give_the_same_outputs(reference, models, tmp_path)
     ref_train = read_json(ref_paths.stage("train", "sptar") / "manifest.json")["summary"]
     assert train["seed"] == ref_train["seed"] == cfg.seed
     assert round(train["train_loss"], 4) == round(ref_train["train_loss"], 4)
-    metrics = read_json(paths.stage("evaluate", "sptar") / "metrics.json")
-    ref_metrics = read_json(ref_paths.stage("evaluate", "sptar") / "metrics.json")
+    metrics = read_json(paths.stage("evaluate", "sptar") / "test" / "metrics.json")
+    ref_metrics = read_json(ref_paths.stage("evaluate", "sptar") / "test" / "metrics.json")
     assert {k: round(v, 4) for k, v in metrics.items()} == {k: round(v, 4) for k, v in ref_metrics.items()}

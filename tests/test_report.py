@@ -18,11 +18,12 @@ def _fake_evaluation(paths, system: str, ndcg: list[float], recall: list[float])
     folder = paths.stage("evaluate", system)
     per_query = {qid: {name: (r if name.startswith("Recall") else n) for name in METRICS}
                  for qid, n, r in zip(QUERIES, ndcg, recall, strict=True)}
-    write_json(folder / "per_query.json", per_query)
-    write_json(folder / "metrics.json", {name: sum(v[name] for v in per_query.values()) / len(QUERIES)
-                                         for name in METRICS})
-    write_json(folder / "manifest.json", {"stage": "evaluate", "wall_time_s": 2.0,
-                                          "summary": {"queries": len(QUERIES)}})
+    for split in ("validation", "test"):  # the same scores on both
+        write_json(folder / split / "per_query.json", per_query)
+        write_json(folder / split / "metrics.json", {name: sum(v[name] for v in per_query.values())
+                                                     / len(QUERIES) for name in METRICS})
+    write_json(folder / "manifest.json", {"stage": "evaluate", "wall_time_s": 2.0, "summary": {
+        "splits": {split: {"queries": len(QUERIES)} for split in ("validation", "test")}}})
 
 
 @pytest.fixture
@@ -44,8 +45,10 @@ def test_report_tests_the_reference_against_every_system(tiny_cfg, evaluated):
                                                                       "zero-shot"]
     folder = evaluated.stage("report")
     report = read_json(folder / "report.json")
-    assert list(report["systems"]) == SYSTEMS
-    tests = report["significance"]["tests"]
+    assert list(report["splits"]) == ["validation", "test"]
+    assert list(report["splits"]["test"]["systems"]) == SYSTEMS
+    tests = report["splits"]["test"]["significance"]["tests"]
+    assert tests == report["splits"]["validation"]["significance"]["tests"]
     # +0.5 on all 6 queries: only the all-plus / all-minus sign assignments reach it -> 2/64
     assert tests["bm25"]["NDCG@10"]["p_randomization"] == pytest.approx(2 / 64)
     assert tests["bm25"]["NDCG@10"]["p_t"] == 0.0 and tests["bm25"]["NDCG@10"]["mean_diff"] == 0.5
@@ -56,11 +59,17 @@ def test_report_tests_the_reference_against_every_system(tiny_cfg, evaluated):
     assert tests["wo-aug"]["NDCG@10"] | {"p_t": 1.0, "p_randomization": 1.0} == tests["wo-aug"]["NDCG@10"]
     # +1 and +0.5 on two queries: signed sums +-1.5 (2 of 4) and +-0.5 -> p 1/2
     assert tests["inpars"]["NDCG@10"]["p_randomization"] == 0.5
+    # Holm over the primary comparisons (wo-aug p 1, inpars p 0.5): 2 x 0.5 = 1, then max(1, 1)
+    assert tests["inpars"]["NDCG@10"]["p_randomization_holm"] == 1.0
+    assert tests["wo-aug"]["NDCG@10"]["p_randomization_holm"] == 1.0
+    assert "p_randomization_holm" not in tests["bm25"]["NDCG@10"]
     assert report["weak_pairs"] == {"sptar": {"generated": None, "trained": None,
                                               "filtered": {"queries": 2, "pairs": 2}}}
     markdown = (folder / "report.md").read_text()
-    assert "## Paired significance tests: sptar vs each system" in markdown
-    assert "| bm25 | +0.5000 | <0.0001 | 0.0312 | +0.0000 | 1.0000 | 1.0000 |" in markdown
+    assert "### test: paired tests, sptar vs each system" in markdown
+    assert "| bm25 | +0.5000 | <0.0001 | 0.0312 | – | – | +0.0000 | 1.0000 | 1.0000 | – | – |" in markdown
+    assert "| sptar | **1.0000** | **1.0000** | **1.0000** | **1.0000** |" in markdown  # side by side
+    assert "rests on one run (seed 13" in markdown
     assert "| sptar | – | 2 (2 queries) | – |" in markdown
     assert "| **sum of the stages** | 10.1 |" in markdown  # five evaluations of 2 s + 0.1 s
     assert (folder / "metrics.png").read_bytes()[:4] == b"\x89PNG"
@@ -70,8 +79,9 @@ def test_report_without_the_reference_skips_the_tests(tiny_cfg, evaluated):
     cfg = tiny_cfg("report.systems=[bm25, zero-shot, wo-aug]")
     execute("report", cfg, evaluated)
     report = read_json(evaluated.stage("report") / "report.json")
-    assert report["significance"]["tests"] == {}
-    assert "not among report.systems" in report["significance"]["skipped"]
+    significance = report["splits"]["test"]["significance"]
+    assert significance["tests"] == {}
+    assert "not among report.systems" in significance["skipped"]
     assert "Skipped: reference system 'sptar'" in (evaluated.stage("report") / "report.md").read_text()
 
 
@@ -79,18 +89,18 @@ def test_report_reference_is_configurable(tiny_cfg, evaluated):
     cfg = tiny_cfg("report.systems=[bm25, zero-shot, wo-aug]", "report.reference=wo-aug")
     execute("report", cfg, evaluated)
     report = read_json(evaluated.stage("report") / "report.json")
-    assert set(report["significance"]["tests"]) == {"bm25", "zero-shot"}
-    assert "## Paired significance tests: wo-aug vs each system" in (
+    assert set(report["splits"]["test"]["significance"]["tests"]) == {"bm25", "zero-shot"}
+    assert "### test: paired tests, wo-aug vs each system" in (
         evaluated.stage("report") / "report.md").read_text()
 
 
 def test_systems_scored_on_different_queries_are_an_error(tiny_cfg, evaluated):
     from sptar.errors import SptarError
 
-    per_query = read_json(evaluated.stage("evaluate", "bm25") / "per_query.json")
+    per_query = read_json(evaluated.stage("evaluate", "bm25") / "test" / "per_query.json")
     per_query.pop("q0")
-    write_json(evaluated.stage("evaluate", "bm25") / "per_query.json", per_query)
-    with pytest.raises(SptarError, match="evaluate/bm25/per_query.json: cannot pair"):
+    write_json(evaluated.stage("evaluate", "bm25") / "test" / "per_query.json", per_query)
+    with pytest.raises(SptarError, match="evaluate/bm25/test/per_query.json: cannot pair"):
         execute("report", tiny_cfg(f"report.systems={SYSTEMS}"), evaluated)
 
 

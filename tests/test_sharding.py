@@ -37,12 +37,14 @@ def _prepared(root: Path, encoder):
     cfg = _cfg(encoder)
     paths = paths_for(cfg, root)
     execute("data", cfg, paths)
+    execute("split", cfg, paths)
     return cfg, paths
 
 
 def _outputs(paths, system: str) -> dict[str, bytes]:
     folder = paths.stage("evaluate", system)
-    return {name: (folder / name).read_bytes() for name in ("run.trec", "metrics.json", "per_query.json")}
+    return {f"{split}/{name}": (folder / split / name).read_bytes() for split in ("validation", "test")
+            for name in ("run.trec", "metrics.json", "per_query.json")}
 
 
 def _embeddings(paths) -> dict[str, np.ndarray]:

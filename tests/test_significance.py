@@ -72,3 +72,12 @@ def test_compare_per_query_pairs_by_query_id():
     assert result.mean_diff == pytest.approx(1 / 3) and result.p_randomization == 1.0  # both signs of +1
     with pytest.raises(ValueError, match="different queries"):
         compare_per_query(a, {"q1": {"NDCG@10": 1.0}}, "NDCG@10")
+
+
+def test_holm_multiplies_in_order_and_stays_monotone():
+    from sptar.significance import holm
+
+    # sorted: a 0.01 x 3 = 0.03; c 0.03 x 2 = 0.06; b 0.04 x 1 = 0.04 -> raised to 0.06
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+    assert holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}  # capped at 1
+    assert holm({"only": 0.02}) == {"only": 0.02} and holm({}) == {}

@@ -6,7 +6,8 @@ import pytest
 
 from sptar.data import load_beir
 from sptar.errors import SptarError
-from sptar.split import load_split, sample_split
+from sptar.formats import read_json
+from sptar.split import load_split, load_validation, sample_split
 from sptar.stages import execute, paths_for
 
 
@@ -62,7 +63,7 @@ def test_too_many_requested_and_test_as_source(tiny_cfg, tiny_paths):
 
 
 def test_not_in_eval_pool_excludes_eval_and_labeled_documents(tiny_cfg, tiny_paths):
-    cfg = tiny_cfg("split.pool=not-in-eval", "split.max_unlabeled_docs=null")
+    cfg = tiny_cfg("split.pool=not-in-eval", "split.max_unlabeled_docs=null", "split.validation=none")
     split = _split(cfg, tiny_paths)
     dataset = load_beir(tiny_paths.beir)
     test_docs = {d for docs in dataset.qrels["test"].values() for d in docs}
@@ -73,6 +74,24 @@ def test_not_in_eval_pool_excludes_eval_and_labeled_documents(tiny_cfg, tiny_pat
     assert not (test_docs | labeled_docs) & set(split.unlabeled)
     assert unsampled_train <= set(split.unlabeled)  # judged only by unsampled train queries
     assert len(split.unlabeled) == 36 - len(test_docs | labeled_docs)
+    assert load_validation(tiny_paths) is None
+
+
+def test_validation_is_the_rest_of_train_and_its_documents_leave_the_pool(tiny_cfg, tiny_paths):
+    cfg = tiny_cfg("split.pool=not-in-eval", "split.max_unlabeled_docs=null")
+    split = _split(cfg, tiny_paths)
+    validation = load_validation(tiny_paths)
+    dataset = load_beir(tiny_paths.beir)
+    assert set(validation.queries) == set(dataset.qrels["train"]) - set(split.queries)
+    assert validation.qrels == {q: dataset.qrels["train"][q] for q in validation.queries}
+    validation_docs = {d for docs in validation.qrels.values() for d in docs}
+    assert validation_docs and not validation_docs & set(split.unlabeled)
+    summary = read_json(tiny_paths.stage("split") / "manifest.json")["summary"]
+    assert summary["validation_source"] == "rest of train"
+    assert summary["validation_queries"] == len(validation.queries) == 2
+    labeled_files = {p.name for p in tiny_paths.stage("split").rglob("*") if p.is_file()}
+    assert "judged.tsv" in labeled_files and not (tiny_paths.stage("split") / "queries.jsonl").read_text(
+    ).count(next(iter(validation.queries)))
 
 
 def test_pairs_per_query_cap(tiny_cfg, tiny_paths):
@@ -80,3 +99,80 @@ def test_pairs_per_query_cap(tiny_cfg, tiny_paths):
     assert all(len(docs) == 1 for qrels in (split.prompt_train, split.prompt_eval)
                for docs in qrels.values())
     assert len(split.pairs("labeled")) == len(split.queries) == 7
+
+
+def _write_beir(folder, queries: dict[str, str], qrels: dict[str, dict[str, str]], n_docs: int = 40):
+    """A BEIR folder: documents d00..; ``qrels``: {split: {query id: doc id}}."""
+    import json
+
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w") as out:
+        for i in range(n_docs):
+            out.write(json.dumps({"_id": f"d{i:02d}", "title": "", "text": f"document {i}"}) + "\n")
+    with (folder / "queries.jsonl").open("w") as out:
+        for qid, text in queries.items():
+            out.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    for split, rows in qrels.items():
+        with (folder / "qrels" / f"{split}.tsv").open("w") as out:
+            out.write("query-id\tcorpus-id\tscore\n")
+            out.writelines(f"{qid}\t{did}\t1\n" for qid, did in rows.items())
+
+
+def test_leak_guard_keeps_repeated_texts_out_of_labeled_and_validation(tiny_cfg, tmp_path, monkeypatch):
+    """Train queries that repeat a test or dev query's text (case, spacing and punctuation
+    aside) are never labeled or validation queries, whatever the seed; the manifest counts them."""
+    queries = {"t1": "Salt raises blood pressure", "t2": "Coffee and the liver",
+               "v1": "sleep improves memory", "v2": "SALT raises blood-pressure."}  # v2 repeats t1
+    qrels = {"test": {"t1": "d00", "t2": "d01"}, "dev": {"v1": "d02", "v2": "d03"}, "train": {}}
+    for i in range(12):
+        queries[f"q{i}"] = f"train question number {i}"
+        qrels["train"][f"q{i}"] = f"d{10 + i:02d}"
+    queries |= {"x1": "salt  raises blood pressure!", "x2": "Sleep improves memory",
+                "x3": "coffee and the liver"}  # x1, x3 repeat test queries, x2 a dev query
+    qrels["train"] |= {"x1": "d30", "x2": "d31", "x3": "d32"}
+    _write_beir(tmp_path / "mirror" / "crafted", queries, qrels)
+    monkeypatch.setenv("SPTAR_DATA_MIRROR", str(tmp_path / "mirror"))
+    for validation, seeds in (("auto", range(6)), ("rest", range(6))):
+        for seed in seeds:
+            cfg = tiny_cfg("dataset.name=crafted", "dataset.mirror=null",
+                           f"seed={seed}", f"split.validation={validation}",
+                           "split.n_prompt_train=4", "split.n_prompt_eval=3")
+            paths = paths_for(cfg, tmp_path / f"data-{validation}-{seed}")
+            split = _split(cfg, paths)
+            held = load_validation(paths)
+            used = set(split.queries) | set(held.queries)
+            summary = read_json(paths.stage("split") / "manifest.json")["summary"]
+            assert not {"x1", "x3", "t1", "t2"} & used  # the test queries and their twins
+            if validation == "auto":  # dev is the validation split: v2 (text of t1) leaves it
+                assert set(held.queries) == {"v1"} and summary["validation_source"] == "dev"
+                assert "x2" not in used  # the twin of a validation query is never labeled
+                assert summary["set_aside"] == {"labeled: text of a test query": 2,
+                                                "labeled: text of a validation query": 1,
+                                                "validation: text of a test query": 1}
+            else:  # the rest of train (x2 included): the dev split plays no part
+                assert set(held.queries) == ({f"q{i}" for i in range(12)} | {"x2"}) - set(split.queries)
+                assert summary["set_aside"] == {"labeled: text of a test query": 2}
+
+
+def test_leak_guard_rest_drops_a_validation_query_that_repeats_a_labeled_one(tiny_cfg, tmp_path,
+                                                                              monkeypatch):
+    queries = {"t1": "a test query"}
+    qrels = {"test": {"t1": "d00"}, "train": {}}
+    for i in range(8):
+        queries[f"q{i}"] = f"question {i}"
+        queries[f"r{i}"] = f"Question {i}?"  # the same text as q{i}
+        qrels["train"] |= {f"q{i}": f"d{10 + i:02d}", f"r{i}": f"d{20 + i:02d}"}
+    _write_beir(tmp_path / "mirror" / "twins", queries, qrels)
+    monkeypatch.setenv("SPTAR_DATA_MIRROR", str(tmp_path / "mirror"))
+    cfg = tiny_cfg("dataset.name=twins", "dataset.mirror=null",
+                   "split.n_prompt_train=3", "split.n_prompt_eval=2")
+    paths = paths_for(cfg, tmp_path / "data")
+    split = _split(cfg, paths)
+    held = load_validation(paths)
+    labeled_texts = {queries[q].lower().rstrip("?") for q in split.queries}
+    assert not labeled_texts & {queries[q].lower().rstrip("?") for q in held.queries}
+    summary = read_json(paths.stage("split") / "manifest.json")["summary"]
+    twins_of_labeled = sum({"q": "r", "r": "q"}[q[0]] + q[1:] not in split.queries
+                           for q in split.queries)
+    assert summary["set_aside"] == {"validation: text of a labeled query": twins_of_labeled}
+    assert len(held.queries) == 16 - 5 - twins_of_labeled

@@ -150,7 +150,7 @@ def test_trained_model_reloads_and_gives_the_evaluated_scores(chain):
     cfg, paths, _ = chain
     model = SentenceTransformer(str(paths.stage("train", "sptar") / "model"), device="cpu")
     model.max_seq_length = cfg.dense.max_seq_length
-    run = read_run(paths.stage("evaluate", "sptar") / "run.trec")
+    run = read_run(paths.stage("evaluate", "sptar") / "test" / "run.trec")
     corpus = read_corpus(paths.beir / "corpus.jsonl")
     queries = read_queries(paths.beir / "queries.jsonl")
     qid = sorted(run)[0]
@@ -171,8 +171,8 @@ def test_report_has_all_five_systems_with_p_values_and_a_chart(chain):
     _, paths, _ = chain
     folder = paths.stage("report")
     report = read_json(folder / "report.json")
-    assert list(report["systems"]) == SYSTEMS
-    tests = report["significance"]["tests"]
+    assert list(report["splits"]["test"]["systems"]) == SYSTEMS
+    tests = report["splits"]["test"]["significance"]["tests"]
     assert set(tests) == {"bm25", "zero-shot", "wo-aug", "inpars"}
     for metrics in tests.values():
         for test in metrics.values():
@@ -304,3 +304,39 @@ def test_labeled_pairs_capped_per_query_keep_the_most_relevant():
     assert [r.doc_id for r in capped][0] == "d2" and len(capped) == 3
     assert capped[1].doc_id in {"d1", "d3", "d4"} and capped[2].doc_id == "d9"
     assert [r.doc_id for r in labeled_examples(queries, qrels, 2, seed=0)] == [r.doc_id for r in capped]
+
+
+def test_warmup_never_takes_every_step():
+    from sptar.train import warmup_steps
+
+    assert warmup_steps(0.1, 1) == 0  # ceil(0.1) = 1 would run the only step at learning rate 0
+    assert warmup_steps(0.1, 6) == 1 and warmup_steps(0.1, 30) == 3 and warmup_steps(0.0, 5) == 0
+    assert warmup_steps(0.9, 2) == 1
+    with pytest.raises(SptarError, match="0 optimizer steps"):
+        warmup_steps(0.1, 0)
+
+
+def test_equal_steps_for_every_system_and_a_one_step_run_trains(tiny_encoder, tmp_path):
+    """train.steps gives wo-aug (7 labeled pairs) and sptar (+12 weak) the same optimizer steps;
+    one step with warmup still changes the encoder (it ran at learning rate 0 before)."""
+    from sentence_transformers import SentenceTransformer
+
+    cfg = _config(tiny_encoder, "train.steps=5", "train.warmup_ratio=0.1")
+    paths = paths_for(cfg, tmp_path / "data")
+    _prepare(cfg, paths)
+    summaries = {v: execute("train", cfg, paths, variant=v)["summary"] for v in ("wo-aug", "sptar")}
+    assert summaries["wo-aug"]["steps"] == summaries["sptar"]["steps"] == 5
+    assert summaries["wo-aug"]["labeled_pairs"] == 7 and summaries["sptar"]["weak_pairs"] == 12
+    assert summaries["wo-aug"]["epochs"] == 2.5  # 7 pairs = 2 batches of 4: 5 steps, 2.5 epochs
+    assert summaries["wo-aug"]["warmup_steps"] == 1
+    one = _config(tiny_encoder, "train.steps=1", "train.warmup_ratio=0.1", "experiment=one")
+    one_paths = paths_for(one, tmp_path / "data")
+    execute("split", one, one_paths)
+    summary = execute("train", one, one_paths, variant="wo-aug")["summary"]
+    assert summary["steps"] == 1 and summary["warmup_steps"] == 0
+    log = read_jsonl(one_paths.stage("train", "wo-aug") / "train_log.jsonl")
+    assert log and all(row["step"] == 1 for row in log)
+    texts = ["does vitamin d help bones", "salt raises blood pressure"]
+    base = SentenceTransformer(str(tiny_encoder), device="cpu").encode(texts)
+    trained = SentenceTransformer(str(one_paths.stage("train", "wo-aug") / "model"), device="cpu").encode(texts)
+    assert not np.allclose(base, trained, atol=1e-6)
