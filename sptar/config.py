@@ -352,9 +352,9 @@ class FilterConfig(Section):
 class TrainConfig(Section):
     """Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, in-batch negatives)."""
 
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1)  # passes over each system's own training set (without steps)
     # optimizer steps, the same for every trained system (a small set repeats its epochs);
-    # None: `epochs` passes over each system's own training set
+    # when set, epochs is ignored
     steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=2)  # in-batch negatives: batch_size - 1 per query, at least 1
     lr: float = Field(2e-5, gt=0, lt=1)
