@@ -88,10 +88,10 @@ ifeq ($(PIPELINE),own-example)
 data: own-example-corpus
 endif
 
-bm25: data ## evaluate BM25 on the test split
+bm25: split ## evaluate BM25 on the validation and test splits
 	$(call sptar,evaluate --system bm25)
 
-zero-shot: data ## evaluate the untouched base encoder on the test split
+zero-shot: split ## evaluate the untouched base encoder on the validation and test splits
 	$(call sptar,evaluate --system zero-shot)
 
 train-wo-aug: split
@@ -105,7 +105,7 @@ evaluate-wo-aug evaluate-inpars evaluate-sptar: evaluate-%: train-%
 	$(call sptar,evaluate --system $*)
 
 # The longest chain (tune -> generate-sptar -> ...) first, so that `make -j` starts it at once.
-evaluate: evaluate-sptar evaluate-inpars zero-shot evaluate-wo-aug bm25 ## evaluate all five systems on the test split
+evaluate: evaluate-sptar evaluate-inpars zero-shot evaluate-wo-aug bm25 ## evaluate all five systems on the validation and test splits
 
 report: evaluate ## write data/runs/<pipeline>/report/report.{md,json}
 	$(call sptar,report)

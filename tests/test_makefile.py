@@ -41,7 +41,8 @@ def test_make_all_runs_every_stage_once_after_what_it_reads():
         before += [(f"generate {v}", f"filter {v}"), (f"filter {v}", f"train {v}")]
     for v in ("wo-aug", "inpars", "sptar"):
         before += [(f"train {v}", f"evaluate {v}"), (f"evaluate {v}", "report")]
-    before += [("evaluate bm25", "report"), ("evaluate zero-shot", "report")]
+    before += [("evaluate bm25", "report"), ("evaluate zero-shot", "report"),
+               ("split", "evaluate bm25"), ("split", "evaluate zero-shot")]  # validation queries
     for first, then in before:
         assert position[first] < position[then], f"{first} must run before {then}"
     assert commands[2] == "tune"  # the longest chain starts first
