@@ -5,7 +5,8 @@
 Each RUN_DIR is a ``data/runs/<experiment>/`` folder. Per stage (in pipeline order): wall
 seconds and CPU seconds from the manifests, and the span of the whole run (first stage start
 to last stage end: the stages of a parallel ``make all`` overlap, so the span is less than the
-sum). Then the main metrics of every evaluated system in both runs and their difference.
+sum). Then the main metrics of every evaluated system on the validation queries in both runs and
+their difference (choices are made on validation; the test split is for the final tables only).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from common import report
 from sptar.formats import read_json
 from sptar.metrics import MAIN_METRICS
 from sptar.paths import Paths
-from sptar.report import run_span, stage_timings
+from sptar.runfacts import run_span, stage_timings
 
 
 def timings(run: Path) -> dict[str, dict]:
@@ -51,9 +52,10 @@ def main() -> None:
                  f"{nb} CPU s": round(sum(t["cpu_s"] or 0 for t in tb.values()), 1)})
     report(f"{args.out}-stages", rows)
     quality = []
-    for system in sorted({p.parent.name for run in (a, b) for p in run.glob("evaluate/*/metrics.json")}):
-        ra, rb = (read_json(path) if (path := run / "evaluate" / system / "metrics.json").is_file()
-                  else {} for run in (a, b))
+    for system in sorted({p.parent.parent.name for run in (a, b)
+                          for p in run.glob("evaluate/*/validation/metrics.json")}):
+        ra, rb = (read_json(path) if (path := run / "evaluate" / system / "validation" / "metrics.json"
+                                      ).is_file() else {} for run in (a, b))
         row = {"system": system}
         for metric in MAIN_METRICS:
             row[f"{metric} {na}"] = ra.get(metric)
