@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--baseline-sample", type=int, default=200)
     args = parser.parse_args()
     cfg, _, _ = prepared()
-    from sptar.data import load_beir
+    from sptar.outputs.dataset import load_beir
     from sptar.stages import paths_for
 
     dataset = load_beir(paths_for(cfg).beir)

@@ -31,9 +31,9 @@ from sptar.decoding import LineGenerator, stop_token_ids
 from sptar.formats import doc_text
 from sptar.generate import inpars_examples
 from sptar.models import autocast, cast_linear_weights, load_causal_lm, resolve_model
+from sptar.outputs.fewshot import load_split
 from sptar.prompts import SOFT_PROMPT_INIT, PromptFormat
 from sptar.resources import decoding_rows
-from sptar.split import load_split
 from sptar.stages import execute
 
 

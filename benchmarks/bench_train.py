@@ -19,9 +19,10 @@ import torch
 from common import prepared, report
 
 from sptar.bm25 import BM25Searcher
-from sptar.formats import read_corpus
 from sptar.models import resolve_device
-from sptar.train import build_training_data, fit, mine_hard_negatives, train_seed
+from sptar.outputs.dataset import load_corpus
+from sptar.train import fit
+from sptar.trainset import add_hard_negatives, build_training_data
 
 SETTINGS = {  # name: train config overrides; the first is the plain way
     "fp32": {"precision": "fp32", "attention_dropout": None},
@@ -39,14 +40,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, paths, _ = prepared(args.pipeline)
-    corpus = read_corpus(paths.beir / "corpus.jsonl")
+    corpus = load_corpus(paths)
     variant = "sptar" if (paths.stage("filter", "sptar") / "manifest.json").is_file() else "wo-aug"
     data = build_training_data(cfg, paths, variant, corpus)
     data = replace(data, train=data.train[:args.pairs], dev=[])
     tc = cfg.train
-    if tc.hard_negatives:
-        mine_hard_negatives(data.train, corpus, BM25Searcher(corpus, cfg.bm25), data.judged,
-                            tc.hard_negatives, tc.hard_negative_depth, train_seed(cfg))
+    add_hard_negatives(cfg, data, corpus, BM25Searcher(corpus, cfg.bm25))
     device = resolve_device(cfg.device)
     rows = []
     for name, update in SETTINGS.items():

@@ -18,16 +18,16 @@ import torch
 from common import prepared, report
 
 from sptar.models import load_causal_lm, resolve_device
+from sptar.scoring import Scorer
+from sptar.softprompt import wrap_with_soft_prompt
 from sptar.stages import execute
 from sptar.tune import (
-    Scorer,
     batch_sizes,
     check_data,
     eval_sets,
     load_data,
     prompt_format,
     sample_candidates,
-    wrap_with_soft_prompt,
 )
 
 

@@ -23,7 +23,7 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 def prepared(pipeline: str = "scifact-quick"):
     """The pipeline's config, paths and dataset (runs the data stage if needed)."""
     from sptar.config import load_config
-    from sptar.data import load_beir
+    from sptar.outputs.dataset import load_beir
     from sptar.stages import execute, paths_for
 
     cfg = load_config(pipeline)
@@ -36,7 +36,7 @@ def prepared(pipeline: str = "scifact-quick"):
 def validation_queries(cfg, paths):
     """``(queries, qrels)`` of the pipeline's validation split (runs the split stage if needed):
     what a benchmark that measures quality scores, never the test split."""
-    from sptar.split import load_validation
+    from sptar.outputs.fewshot import load_validation
     from sptar.stages import execute
 
     execute("split", cfg, paths)

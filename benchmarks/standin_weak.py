@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
     from sptar.config import load_config
-    from sptar.data import load_beir
+    from sptar.outputs.dataset import load_beir
     from sptar.stages import execute, paths_for
 
     cfg = load_config(args.config)

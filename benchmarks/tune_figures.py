@@ -40,14 +40,9 @@ def generate_queries(model, tokenizer, fmt, docs, examples, max_new_tokens: int)
 
 
 def main(pipeline: str = "scifact-quick", n_samples: int = 10) -> None:
-    from sptar.tune import (
-        eval_sets,
-        load_data,
-        load_examples,
-        load_tuned,
-        output_dir,
-        prompt_format,
-    )
+    from sptar.outputs.prompt import load_examples
+    from sptar.softprompt import load_tuned
+    from sptar.tune import eval_sets, load_data, output_dir, prompt_format
 
     cfg = load_config(pipeline)
     paths = paths_for(cfg)

@@ -130,3 +130,19 @@ class BM25Searcher:
             top = top[np.argsort(-all_scores[top], kind="stable")]
             indices[row], scores[row] = top, all_scores[top]
         return indices, scores
+
+
+# ---------------------------------------------------------------- recorded ranks
+
+RANK_DEPTH = 100  # ``bm25_rank`` is recorded up to max(100, the largest k of the BM25 filter)
+
+
+def search_depth(cfg) -> int:
+    """How deep ``bm25_rank`` is recorded for a pipeline ``cfg`` (its ``filter.steps``)."""
+    ks = [step.params.k for step in cfg.filter.steps if step.name == "bm25_consistency"]
+    return max([RANK_DEPTH, *ks])
+
+
+def recorded_rank(rank: int, depth: int) -> int | None:
+    """The rank as ``bm25_rank`` records it: null when not retrieved within ``depth``."""
+    return rank if 0 < rank <= depth else None

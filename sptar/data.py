@@ -18,23 +18,12 @@ import os
 import shutil
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sptar.atomic import atomic_dir
 from sptar.config import Config
-from sptar.errors import SptarError, input_error
-from sptar.formats import (
-    Corpus,
-    Qrels,
-    Queries,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    write_corpus,
-    write_qrels,
-    write_queries,
-)
+from sptar.errors import SptarError
+from sptar.outputs.dataset import copy_dataset, corpus_file, dataset_files, load_beir, write_dataset
 from sptar.paths import Paths
 from sptar.resources import check_disk_space
 
@@ -60,45 +49,6 @@ BEIR_MD5 = {
     "climate-fever": "8b66f0a9126c521bae2bde127b4dc99d",
     "scifact": "5f7d1de60b170fc8027bb7898e2efca1",
 }
-
-
-@dataclass
-class BeirDataset:
-    """A loaded BEIR dataset: corpus, queries and the qrels of each split."""
-
-    corpus: Corpus
-    queries: Queries
-    qrels: dict[str, Qrels] = field(default_factory=dict)
-    folder: Path = Path(".")
-
-    def split(self, name: str) -> Qrels:
-        if name not in self.qrels:
-            raise _missing_split(self.folder, name, sorted(self.qrels))
-        return self.qrels[name]
-
-
-def _missing_split(folder: Path, name: str, available: list[str]) -> SptarError:
-    return input_error(folder / "qrels" / f"{name}.tsv", f"split {name!r} does not exist "
-                       f"(has: {', '.join(available) or 'none'})", fix="name an existing split")
-
-
-def load_beir(folder: str | Path, splits: list[str] | None = None) -> BeirDataset:
-    """Read and cross-check a BEIR folder; ``splits=None`` loads every ``qrels/*.tsv``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SptarError(f"{folder}: dataset folder not found (fix: run `sptar data` first)")
-    qrels_dir = folder / "qrels"
-    available = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
-    if not available:
-        raise input_error(qrels_dir, "no qrels/<split>.tsv files", fix="add at least one qrels split")
-    corpus = read_corpus(folder / "corpus.jsonl")
-    queries = read_queries(folder / "queries.jsonl")
-    dataset = BeirDataset(corpus, queries, folder=folder)
-    for name in splits if splits is not None else available:
-        if name not in available:
-            raise _missing_split(folder, name, available)
-        dataset.qrels[name] = read_qrels(qrels_dir / f"{name}.tsv", queries=queries, corpus=corpus)
-    return dataset
 
 
 # ---------------------------------------------------------------- stage
@@ -135,15 +85,10 @@ def run(cfg: Config, paths: Paths) -> dict:
                if name not in ("auto", "rest", "none")]
     for name in needed:
         dataset.split(name)
-    files = [source / "corpus.jsonl", source / "queries.jsonl",
-             *(source / "qrels" / f"{split}.tsv" for split in dataset.qrels)]
+    files = dataset_files(source, dataset.qrels)
     check_disk_space(paths.beir.parent, sum(f.stat().st_size for f in files), "the dataset copy")
     with atomic_dir(paths.beir) as tmp:
-        (tmp / "qrels").mkdir()
-        for name in ("corpus.jsonl", "queries.jsonl"):
-            shutil.copyfile(source / name, tmp / name)
-        for split in dataset.qrels:
-            shutil.copyfile(source / "qrels" / f"{split}.tsv", tmp / "qrels" / f"{split}.tsv")
+        copy_dataset(source, tmp, dataset.qrels)
     return {
         "source": str(source),
         "documents": len(dataset.corpus),
@@ -158,10 +103,7 @@ def _convert_local(cfg: Config, paths: Paths) -> dict:
 
     local = build_dataset(cfg)
     with atomic_dir(paths.beir) as tmp:
-        write_corpus(tmp / "corpus.jsonl", local.corpus)
-        write_queries(tmp / "queries.jsonl", local.queries)
-        for split, qrels in local.qrels.items():
-            write_qrels(tmp / "qrels" / f"{split}.tsv", qrels)
+        write_dataset(tmp, local.corpus, local.queries, local.qrels)
     if cfg.evaluate.test_split not in local.qrels:
         log.warning("no %s split (dataset.test_examples is not set): the pipeline makes training "
                     "data; sptar evaluate and sptar report will have nothing to evaluate",
@@ -213,7 +155,7 @@ def _download(name: str, folder: Path) -> Path:
         os.replace(partial, archive)
     check_md5(archive, BEIR_MD5[name])
     extracted = folder / name
-    if not (extracted / name / "corpus.jsonl").is_file():
+    if not corpus_file(extracted / name).is_file():
         with atomic_dir(extracted) as tmp:
             safe_extract(archive, tmp)
     return extracted / name

@@ -26,13 +26,14 @@ tests and in ``benchmarks/bench_generate.py``.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sptar.cpu_attention import use_decode_attention
 from sptar.errors import SptarError
+from sptar.kvcache import buffer_layer_class, prefix_cache, prefix_embeddings, prefix_states
 
 log = logging.getLogger(__name__)
 
@@ -67,41 +68,6 @@ def stop_token_ids(tokenizer) -> list[int]:
     if tokenizer.eos_token_id is not None:
         stops.add(int(tokenizer.eos_token_id))
     return sorted(stops)
-
-
-def prefix_embeddings(model, prefix_ids: Sequence[int], soft_prompt=None):
-    """``[1, P, hidden]``: the soft prompt's embeddings (when given), then those of ``prefix_ids``."""
-    import torch
-
-    layer = model.get_input_embeddings()
-    with torch.inference_mode():
-        embeds = layer(torch.tensor([list(prefix_ids)], dtype=torch.long, device=layer.weight.device))
-        if soft_prompt is not None:
-            soft = soft_prompt.detach().to(device=embeds.device, dtype=embeds.dtype)
-            embeds = torch.cat([soft, embeds], dim=1)
-    return embeds
-
-
-def prefix_states(model, embeds) -> list:
-    """One forward pass over the prefix ``embeds``: each layer's ``(keys, values)``, batch 1."""
-    import torch
-
-    with torch.inference_mode():
-        out = model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
-    return [(keys, values) for keys, values, *_ in out.past_key_values]
-
-
-def prefix_cache(model, states: list | None, batch: int, make_layer=None):
-    """A ``DynamicCache`` for ``batch`` rows that starts with the prefix ``states`` (of
-    :func:`prefix_states`; None: empty), its layers made by ``make_layer`` (default: the model's)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    if make_layer is not None:
-        cache.layers = [make_layer() for _ in cache.layers]
-    for layer, (keys, values) in enumerate(states or ()):
-        cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
-    return cache
 
 
 @dataclass
@@ -155,7 +121,7 @@ class LineGenerator:
     def _cache(self, batch: int, capacity: int, with_prefix: bool):
         """A cache of buffer layers for ``batch`` rows and ``capacity`` columns."""
         return prefix_cache(self.model, self._prefix_kv if with_prefix else None, batch,
-                            lambda: _buffer_layer_class()(capacity))
+                            lambda: buffer_layer_class()(capacity))
 
     # ------------------------------------------------------------ documents
 
@@ -323,108 +289,6 @@ class _Decoding:
             if row is not None:
                 row.start -= shift
         self.end -= shift
-
-
-DECODE_ATTENTION = "sptar_sdpa_decode"
-
-
-def use_decode_attention(model) -> bool:
-    """On CPU, switch a model that uses ``sdpa`` to :func:`decode_attention` (True if switched).
-
-    torch's CPU flash kernel is slow for one query row against a long cache: with InPars' 495-token
-    prefix, decoding took 1.5x longer than with this plain matmul-softmax-matmul (64 SciFact
-    documents, one thread: 29.0 s vs 18.9 s of decode steps; prefills are unchanged).
-    """
-    if model.config._attn_implementation != "sdpa" or next(model.parameters()).device.type != "cpu":
-        return False
-    try:
-        from transformers import AttentionInterface, AttentionMaskInterface
-        from transformers.masking_utils import sdpa_mask
-    except ImportError:  # older transformers: keep sdpa
-        return False
-    AttentionInterface.register(DECODE_ATTENTION, decode_attention)
-    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
-    model.set_attn_implementation(DECODE_ATTENTION)
-    return True
-
-
-def decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
-                     scaling: float | None = None, is_causal: bool | None = None, **kwargs):
-    """sdpa, except for a single query position: grouped-query attention as two matrix products
-    (the query heads of one key/value head stacked as rows), softmax in fp32.
-
-    ``query``: ``[batch, heads, 1, dim]``; ``key``/``value``: ``[batch, kv heads, length, dim]``;
-    ``attention_mask``: sdpa's boolean mask (True: attend) or an additive float mask. Returns
-    ``([batch, 1, heads, dim], None)`` as ``sdpa_attention_forward`` does.
-    """
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if query.shape[2] != 1 or dropout:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
-    batch, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
-    rows = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(rows, key.transpose(-1, -2)).float()
-    scores *= scaling if scaling is not None else dim ** -0.5
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, float("-inf"))
-        else:
-            scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1).to(value.dtype)
-    out = torch.matmul(probs, value).reshape(batch, heads, 1, dim)
-    return out.transpose(1, 2).contiguous(), None
-
-
-@functools.cache
-def _buffer_layer_class():
-    """A full-attention cache layer backed by one buffer of fixed capacity."""
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity, self.length = capacity, 0
-
-        def lazy_initialization(self, key_states, value_states) -> None:
-            self.allocate(key_states.shape[0], key_states, value_states)
-
-        def allocate(self, batch: int, key_like, value_like) -> None:
-            """Buffers for ``batch`` rows shaped (heads, dim) and typed like the given states."""
-            self.dtype, self.device = key_like.dtype, key_like.device
-            self._keys = key_like.new_zeros((batch, key_like.shape[1], self.capacity,
-                                             key_like.shape[-1]))
-            self._values = value_like.new_zeros((batch, value_like.shape[1], self.capacity,
-                                                 value_like.shape[-1]))
-            self.is_initialized = True
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            self._keys[:, :, self.length:end] = key_states
-            self._values[:, :, self.length:end] = value_states
-            self.length = end
-            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-            return self.keys, self.values
-
-        def write(self, rows, columns: slice, keys, values) -> None:
-            """Place ``keys``/``values`` (``[len(rows), heads, width, dim]``) at rows, columns."""
-            self._keys[rows, :, columns] = keys
-            self._values[rows, :, columns] = values
-
-        def shift(self, span: slice, by: int) -> None:
-            """Move columns ``span`` ``by`` places to the left (all rows)."""
-            target = slice(span.start - by, span.stop - by)
-            self._keys[:, :, target] = self._keys[:, :, span].clone()
-            self._values[:, :, target] = self._values[:, :, span].clone()
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-    return BufferLayer
 
 
 def _choose(logits, sampling: Sampling, generators):

@@ -21,25 +21,17 @@ from pathlib import Path
 from sptar.atomic import remove_stale_temporaries
 from sptar.config import VALIDATION, Config
 from sptar.errors import SptarError
-from sptar.formats import (
-    Qrels,
-    Queries,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    sha256_file,
-    write_json,
-    write_run,
-)
+from sptar.formats import Qrels, Queries, sha256_file
 from sptar.metrics import evaluate_run
+from sptar.outputs.dataset import corpus_file, has_split, load_corpus, load_split_queries
+from sptar.outputs.evaluation import write_evaluation
+from sptar.outputs.fewshot import load_validation
+from sptar.outputs.model import model_dir
 from sptar.paths import Paths
-from sptar.split import load_validation
 from sptar.stages import PARTIAL
+from sptar.systems import TRAINED
 
 log = logging.getLogger(__name__)
-
-TRAINED_SYSTEMS = ("wo-aug", "inpars", "sptar")
-
 
 def sections(system: str) -> tuple[str, ...]:
     common = ("dataset.name", "evaluate", "seed")
@@ -56,14 +48,14 @@ def upstream(cfg: Config, paths: Paths, system: str) -> list[Path]:
     needed = [paths.beir / "manifest.json"]
     if VALIDATION in cfg.evaluate.splits:
         needed.append(paths.stage("split") / "manifest.json")
-    if system in TRAINED_SYSTEMS:
+    if system in TRAINED:
         needed.append(paths.stage("train", system) / "manifest.json")
     return needed
 
 
 def encoder_for(cfg: Config, paths: Paths, system: str) -> str:
     """The model a dense system retrieves with."""
-    return cfg.models.encoder if system == "zero-shot" else str(paths.stage("train", system) / "model")
+    return cfg.models.encoder if system == "zero-shot" else str(model_dir(paths, system))
 
 
 def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int = 0,
@@ -87,11 +79,11 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int
     model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code,
                          cfg.models.download)
     fingerprint = model_fingerprint(resolve_model(name))
-    if system in TRAINED_SYSTEMS:
+    if system in TRAINED:
         # model_fingerprint hashes weight files above 512 MiB by size only, which training
         # does not change: the train manifest (new on every training run) tells runs apart.
         fingerprint += sha256_file(paths.stage("train", system) / "manifest.json")[:16]
-    key = embedding_key(fingerprint, sha256_file(paths.beir / "corpus.jsonl")[:16], model, cfg.dense)
+    key = embedding_key(fingerprint, sha256_file(corpus_file(paths.beir))[:16], model, cfg.dense)
     cache_dir = paths.cache / "embeddings" / key
     if not (cache_dir / "ids.json").is_file():  # written last: the cache is not complete
         if num_shards == 1:  # sharded, another process may be writing a chunk right now
@@ -117,10 +109,8 @@ def evaluation_targets(cfg: Config, paths: Paths) -> tuple[dict[str, tuple[Queri
                 skipped[name] = "no validation queries (split.validation is none, or none were left)"
             else:
                 targets[name] = (validation.queries, validation.qrels)
-        elif (paths.beir / "qrels" / f"{cfg.evaluate.test_split}.tsv").is_file():
-            queries = read_queries(paths.beir / "queries.jsonl")
-            test = read_qrels(paths.beir / "qrels" / f"{cfg.evaluate.test_split}.tsv", queries=queries)
-            targets[name] = ({qid: queries[qid] for qid in test}, test)
+        elif has_split(paths, cfg.evaluate.test_split):
+            targets[name] = load_split_queries(paths, cfg.evaluate.test_split)
         else:
             skipped[name] = f"no {cfg.evaluate.test_split} split: nothing to evaluate"
     return targets, skipped
@@ -150,7 +140,7 @@ def run(cfg: Config, paths: Paths, system: str, shard: int | None = None,
             raise SptarError(f"query {sorted(clash)[0]!r} is both a validation and a test query"
                              " (fix: re-run sptar split)")
         queries.update(split_queries)
-    corpus = read_corpus(paths.beir / "corpus.jsonl")
+    corpus = load_corpus(paths)
     results = retrieve(cfg, paths, system, corpus, queries, shard, num_shards, flagged)
     if results is None:
         from sptar.shards import group_rank
@@ -163,9 +153,7 @@ def run(cfg: Config, paths: Paths, system: str, shard: int | None = None,
     for name, (split_queries, qrels) in targets.items():
         run_split = {qid: results[qid] for qid in split_queries if qid in results}
         mean, per_query = evaluate_run(qrels, run_split)
-        write_run(folder / name / "run.trec", run_split, tag=f"sptar-{system}")
-        write_json(folder / name / "per_query.json", per_query)
-        write_json(folder / name / "metrics.json", mean)
+        write_evaluation(paths, system, name, run_split, mean, per_query)
         log.info("%s on %s/%s (%d queries): %s", system, cfg.dataset.name, name, len(qrels),
                  ", ".join(f"{k} {mean[k]:.4f}" for k in ("NDCG@10", "Recall@100")))
         summary["splits"][name] = {"queries": len(qrels), "metrics": mean}

@@ -10,7 +10,7 @@ Writes to ``data/runs/<experiment>/export/<variant>/``:
   with metadata ``{"source": "gold"}``, then the weak ones with their metadata and
   ``"source": "weak"``) and ``qrels/train.tsv``;
 - ``pairs.jsonl``: one row per (query, positive document): ``anchor`` (the query), ``positive``
-  (the document text, title + text), ``negative_1`` ... (``export.hard_negatives`` BM25-mined
+  (the document text, title + text), ``negative_1`` ... (``train.hard_negatives`` BM25-mined
   negative texts), then the provenance: ``source`` (``gold`` / ``weak``), ``variant`` (null for
   gold), ``query_id``, ``doc_id`` (the source document), ``negative_1_id`` ..., ``logprob``
   (the generator's mean token log-probability; null for gold) and ``bm25_rank`` (the rank of the
@@ -22,33 +22,25 @@ Writes to ``data/runs/<experiment>/export/<variant>/``:
   ``datasets.load_from_disk``). For sentence-transformers training, keep the text columns:
   ``dataset.select_columns(["anchor", "positive", "negative_1"])``.
 
-Gold rows come first (split order), then the weak rows in the filter's order. Hard negatives are
-drawn (seeded) from BM25's top ``export.hard_negative_depth`` documents for the query, never a
-document judged relevant to it (as ``sptar train`` mines them).
+The rows are the training set ``sptar train`` builds for the variant (:mod:`sptar.trainset`), no
+dev set held out: gold rows first (capped by ``train.max_pairs_per_query``; ``export.gold: false``
+leaves them out), then the weak rows in the filter's order, each with the same hard negatives
+(``train.hard_negatives`` from BM25's top ``train.hard_negative_depth``, never a document judged
+relevant to the query).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from sptar.atomic import atomic_dir
 from sptar.config import Config
-from sptar.errors import SptarError
-from sptar.formats import (
-    Corpus,
-    doc_text,
-    read_corpus,
-    write_jsonl,
-    write_qrels,
-    write_queries,
-    write_table,
-)
+from sptar.formats import Corpus, Qrels, doc_text, write_jsonl, write_table
+from sptar.outputs.dataset import load_corpus, write_training_set
 from sptar.paths import Paths
-from sptar.split import FewShotSplit, load_split
-from sptar.train import LABELED, WEAK, Example, judged_relevant, mine_hard_negatives
+from sptar.trainset import LABELED, WEAK, TrainingData, add_hard_negatives, build_training_data
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +50,9 @@ SCORES = ("logprob", "bm25_rank")
 
 
 def sections(variant: str) -> tuple[str, ...]:
-    # filter: the depth up to which bm25_rank is recorded
-    return ("dataset.name", "bm25", "filter", "export", "seed")
+    # filter: the depth up to which bm25_rank is recorded; train: the rows and negatives
+    return ("dataset.name", "bm25", "filter", "export", "seed", "train.max_pairs_per_query",
+            "train.hard_negatives", "train.hard_negative_depth", "train.seed")
 
 
 def output_dir(paths: Paths, variant: str) -> Path:
@@ -77,37 +70,25 @@ def columns(n_negatives: int) -> list[str]:
     return ["anchor", "positive", *negatives, *PROVENANCE, *(f"{n}_id" for n in negatives), *SCORES]
 
 
-def build_rows(cfg: Config, paths: Paths, variant: str, corpus: Corpus,
-               split: FewShotSplit) -> list[dict[str, Any]]:
-    """Gold then weak rows, with provenance, BM25 ranks and (optionally) hard negatives."""
-    from sptar.bm25 import BM25Searcher
-    from sptar.filter import load_weak_set, recorded_rank, search_depth
+def build_rows(cfg: Config, data: TrainingData, variant: str, corpus: Corpus) -> list[dict[str, Any]]:
+    """The rows ``sptar train`` trains the variant on (gold then weak; ``data`` built with no dev
+    set held out), with provenance, BM25 ranks and the same hard negatives."""
+    from sptar.bm25 import BM25Searcher, recorded_rank, search_depth
 
-    weak = load_weak_set(paths.stage("filter", variant), corpus)
-    clash = set(weak.queries) & set(split.queries)
-    if clash:
-        raise SptarError(f"{paths.stage('filter', variant) / 'queries.jsonl'}: weak query id "
-                         f"{sorted(clash)[0]!r} is also a labeled query id (fix: re-run sptar generate)")
-    rows = [Example(qid, split.queries[qid], did, LABELED)
-            for qid, did in (split.pairs("labeled") if cfg.export.gold else [])]
-    rows += [Example(qid, text, weak.source[qid], WEAK) for qid, text in weak.queries.items()]
+    if not cfg.export.gold:
+        data.train = [row for row in data.train if row.source == WEAK]
     searcher = BM25Searcher(corpus, cfg.bm25)
+    add_hard_negatives(cfg, data, corpus, searcher)
     depth = search_depth(cfg)
-    gold = [row for row in rows if row.source == LABELED]
+    gold = [row for row in data.train if row.source == LABELED]
     gold_ranks = searcher.ranks([r.query for r in gold], [r.doc_id for r in gold]) if gold else []
     ranks = {(r.query_id, r.doc_id): recorded_rank(int(rank), depth)
              for r, rank in zip(gold, gold_ranks, strict=True)}
-    n = cfg.export.hard_negatives
-    if n:
-        judged = judged_relevant(split)
-        for row in rows:
-            judged.setdefault(row.query_id, set()).add(row.doc_id)
-        mine_hard_negatives(rows, corpus, searcher, judged, n, cfg.export.hard_negative_depth,
-                            cfg.seed)
+    metadata = data.weak.metadata if data.weak else {}
     out = []
-    for row in rows:
+    for row in data.train:
         is_gold = row.source == LABELED
-        meta = {} if is_gold else weak.metadata[row.query_id]
+        meta = {} if is_gold else metadata[row.query_id]
         record: dict[str, Any] = {
             "anchor": row.query, "positive": doc_text(corpus[row.doc_id]),
             "source": GOLD if is_gold else WEAK,
@@ -116,11 +97,11 @@ def build_rows(cfg: Config, paths: Paths, variant: str, corpus: Corpus,
             "bm25_rank": ranks[(row.query_id, row.doc_id)] if is_gold else meta.get("bm25_rank")}
         for k, did in enumerate(row.negatives, start=1):
             record[f"negative_{k}"], record[f"negative_{k}_id"] = doc_text(corpus[did]), did
-        out.append({name: record.get(name) for name in columns(n)})
+        out.append({name: record.get(name) for name in columns(cfg.train.hard_negatives)})
     return out
 
 
-def write_beir(folder: Path, paths: Paths, rows: list[dict[str, Any]], split_qrels) -> None:
+def write_beir(folder: Path, paths: Paths, rows: list[dict[str, Any]], split_qrels: Qrels) -> None:
     """The rows as a BEIR training folder over the whole corpus."""
     queries, metadata, qrels = {}, {}, {}
     for row in rows:
@@ -133,20 +114,17 @@ def write_beir(folder: Path, paths: Paths, rows: list[dict[str, Any]], split_qre
             metadata[qid] = {"source": WEAK, "doc_id": row["doc_id"], "variant": row["variant"],
                              "logprob": row["logprob"], "bm25_rank": row["bm25_rank"]}
             qrels.setdefault(qid, {})[row["doc_id"]] = 1
-    (folder / "qrels").mkdir(parents=True)
-    shutil.copyfile(paths.beir / "corpus.jsonl", folder / "corpus.jsonl")
-    write_queries(folder / "queries.jsonl", queries, metadata)
-    write_qrels(folder / "qrels" / "train.tsv", qrels)
+    write_training_set(folder, paths.beir, queries, metadata, qrels)
 
 
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
     from datasets import Dataset
 
-    corpus = read_corpus(paths.beir / "corpus.jsonl")
-    split = load_split(paths)
-    rows = build_rows(cfg, paths, variant, corpus, split)
-    labeled = {**split.prompt_train, **split.prompt_eval}
-    names = columns(cfg.export.hard_negatives)
+    corpus = load_corpus(paths)
+    data = build_training_data(cfg, paths, variant, corpus, dev_fraction=0.0)
+    rows = build_rows(cfg, data, variant, corpus)
+    labeled = {**data.split.prompt_train, **data.split.prompt_eval}
+    names = columns(cfg.train.hard_negatives)
     with atomic_dir(output_dir(paths, variant)) as tmp:
         write_beir(tmp / "beir", paths, rows, labeled)
         write_jsonl(tmp / "pairs.jsonl", rows)
@@ -156,5 +134,5 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     log.info("export %s: %d gold + %d weak pairs -> %s", variant, gold, len(rows) - gold,
              output_dir(paths, variant))
     return {"variant": variant, "gold_pairs": gold, "weak_pairs": len(rows) - gold,
-            "rows": len(rows), "hard_negatives": cfg.export.hard_negatives, "columns": names,
+            "rows": len(rows), "hard_negatives": cfg.train.hard_negatives, "columns": names,
             "files": ["beir/", "pairs.jsonl", "pairs.tsv", "hf/"]}

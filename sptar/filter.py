@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sptar.bm25 import recorded_rank, search_depth
 from sptar.config import (
     BM25ConsistencyFilter,
     Config,
@@ -41,33 +42,19 @@ from sptar.errors import SptarError, input_error
 from sptar.formats import (
     Corpus,
     doc_text,
-    read_corpus,
-    read_qrels,
-    read_queries,
     write_json,
-    write_jsonl,
-    write_qrels,
-    write_queries,
 )
+from sptar.outputs.dataset import load_corpus
+from sptar.outputs.weakset import WeakSet, read_weak_set, write_weak_set
 from sptar.paths import Paths
 from sptar.text import words
 
 log = logging.getLogger(__name__)
 
-MIN_DEPTH = 100  # ranks are recorded up to max(100, the largest k of the steps)
+STATS = "stats.json"
 SHARE_AT_K = (10, 30, 70, 100)
 RANK_BUCKETS = ((1, 1), (2, 3), (4, 10), (11, 30), (31, 70), (71, 100))
 NOT_FOUND = ">100/not found"
-
-
-@dataclass
-class WeakSet:
-    """A generated set: query texts and metadata in file order, and each query's source doc."""
-
-    queries: dict[str, str]
-    metadata: dict[str, dict[str, Any]]
-    source: dict[str, str]
-    folder: Path = Path(".")
 
 
 @dataclass
@@ -88,28 +75,6 @@ class Context:
 
 # A filter takes the ids that reach it (in order) and returns {dropped id: reason}.
 Filter = Callable[[list[str], Context, Any], dict[str, str]]
-
-
-# ---------------------------------------------------------------- loading
-
-
-def load_weak_set(folder: Path, corpus: Corpus) -> WeakSet:
-    """Read a generated set and check that every query has exactly one source document."""
-    queries_path, qrels_path = folder / "queries.jsonl", folder / "qrels" / "train.tsv"
-    queries, metadata = read_queries(queries_path, with_metadata=True)
-    qrels = read_qrels(qrels_path, queries=queries, corpus=corpus)
-    source: dict[str, str] = {}
-    for query_id in queries:
-        docs = list(qrels.get(query_id, {}))
-        if len(docs) != 1:
-            raise input_error(qrels_path, f"query {query_id!r} has {len(docs)} source documents,"
-                              " expected exactly 1", fix="give each generated query one qrels row")
-        named = metadata[query_id].get("doc_id")
-        if named is not None and str(named) != docs[0]:
-            raise input_error(queries_path, f"query {query_id!r}: metadata doc_id {named!r} differs"
-                              f" from its qrels document {docs[0]!r}", fix="re-run sptar generate")
-        source[query_id] = docs[0]
-    return WeakSet(queries, metadata, source, folder)
 
 
 # ---------------------------------------------------------------- text helpers
@@ -249,7 +214,7 @@ def logprob_topn(ids: list[str], ctx: Context, params: LogprobTopNFilter) -> dic
 def _logprob(weak: WeakSet, query_id: str) -> float:
     value = weak.metadata[query_id].get("logprob")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise input_error(weak.folder / "queries.jsonl", f"query {query_id!r} has no numeric"
+        raise input_error(weak.queries_file, f"query {query_id!r} has no numeric"
                           f" metadata 'logprob' (got {value!r})",
                           fix="re-run sptar generate, or drop logprob_topn from filter.steps")
     return float(value)
@@ -299,16 +264,6 @@ def source_ranks(cfg: Config, weak: WeakSet, corpus: Corpus) -> dict[str, int]:
     ids = list(weak.queries)
     ranks = searcher.ranks([weak.queries[q] for q in ids], [weak.source[q] for q in ids])
     return dict(zip(ids, (int(r) for r in ranks), strict=True))
-
-
-def search_depth(cfg: Config) -> int:
-    ks = [step.params.k for step in cfg.filter.steps if step.name == "bm25_consistency"]
-    return max([MIN_DEPTH, *ks])
-
-
-def recorded_rank(rank: int, depth: int) -> int | None:
-    """The rank as ``bm25_rank`` records it: null when not retrieved within ``depth``."""
-    return rank if 0 < rank <= depth else None
 
 
 # ---------------------------------------------------------------- statistics
@@ -393,8 +348,8 @@ def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
 
 
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
-    corpus = read_corpus(paths.beir / "corpus.jsonl")
-    weak = load_weak_set(paths.stage("generate", variant), corpus)
+    corpus = load_corpus(paths)
+    weak = read_weak_set(paths.stage("generate", variant), corpus)
     if any(step.name == "logprob_topn" for step in cfg.filter.steps):
         for query_id in weak.queries:  # a missing score fails now, not after the BM25 pass
             _logprob(weak, query_id)
@@ -414,11 +369,9 @@ def write_outputs(folder: Path, ctx: Context, outcome: Outcome, stats: dict[str,
     kept_queries = {q: weak.queries[q] for q in outcome.kept}
     metadata = {q: {**weak.metadata[q], "bm25_rank": recorded_rank(ctx.ranks[q], ctx.depth)}
                 for q in outcome.kept}
-    write_queries(folder / "queries.jsonl", kept_queries, metadata)
-    write_qrels(folder / "qrels" / "train.tsv", {q: {weak.source[q]: 1} for q in outcome.kept})
-    write_jsonl(folder / "dropped.jsonl", (
+    write_weak_set(folder, kept_queries, metadata, weak.source, (
         {"query_id": q, "doc_id": weak.source[q], "text": weak.queries[q], "filter": name,
          "reason": reason}
         for q in weak.queries if q in outcome.dropped
         for name, reason in [outcome.dropped[q]]))
-    write_json(folder / "stats.json", stats)
+    write_json(folder / STATS, stats)

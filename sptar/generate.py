@@ -56,22 +56,23 @@ from sptar.formats import (
     Corpus,
     doc_text,
     iter_jsonl,
-    read_corpus,
     read_json,
     write_json,
     write_jsonl,
-    write_qrels,
-    write_queries,
 )
 from sptar.manifest import input_hashes
+from sptar.outputs.dataset import load_corpus
+from sptar.outputs.fewshot import load_split, pool_file
+from sptar.outputs.prompt import load_prompt
+from sptar.outputs.weakset import write_weak_set
 from sptar.paths import Paths
+from sptar.prompts import Prompt
 from sptar.resources import check_disk_space, decoding_rows, generated_bytes, memory_guard
 from sptar.shards import resolve_shard
 from sptar.stages import PARTIAL
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("sptar", "inpars")
 PARTS = "parts"
 FORMAT_VERSION = 2  # bump when the chunk records or the post-processing change
 
@@ -136,28 +137,8 @@ def cut_repeated_tail(text: str) -> str:
 # ---------------------------------------------------------------- prompts
 
 
-@dataclass
-class Prompt:
-    """What every document's prompt shares: the examples, and the soft prompt (sptar)."""
-
-    style: str
-    examples: list[tuple[str, str]]  # (document text, query)
-    example_ids: list[list[str]]  # [query id, doc id] of each example
-    adapter: Path | None = None
-    limits: dict[str, int] = field(default_factory=dict)  # PromptFormat token limits of tuning
-
-    def format(self, tokenizer, max_doc_tokens: int):
-        """The prompt format: the document cut to ``max_doc_tokens``, examples as tuned."""
-        from sptar.prompts import PromptFormat
-
-        return PromptFormat(tokenizer, style=self.style, max_doc_tokens=max_doc_tokens,
-                            **self.limits)
-
-
 def inpars_examples(cfg: Config, paths: Paths, corpus: Corpus) -> Prompt:
     """``generate.inpars_examples`` prompt-train pairs, one per query, chosen by seed."""
-    from sptar.split import load_split
-
     split = load_split(paths)
     wanted = cfg.generate.inpars_examples
     query_ids = sorted(split.prompt_train)
@@ -168,41 +149,6 @@ def inpars_examples(cfg: Config, paths: Paths, corpus: Corpus) -> Prompt:
     pairs = [(qid, sorted(split.prompt_train[qid])[0]) for qid in chosen]
     return Prompt("inpars", [(doc_text(corpus[did]), split.queries[qid]) for qid, did in pairs],
                   [[qid, did] for qid, did in pairs])
-
-
-def sptar_examples(paths: Paths) -> Prompt:
-    """The examples the soft prompt filter chose, and the tuned adapter.
-
-    When ``examples.json`` records the prompt limits the soft prompt was tuned with
-    (``"prompt": {"max_example_doc_tokens", "max_query_tokens"}``), the examples are cut the same
-    way here; the document itself is cut to ``generate.max_doc_tokens``.
-    """
-    from sptar.tune import read_examples_file
-
-    adapter = paths.stage("tune") / "adapter"
-    data = read_examples_file(paths)
-    chosen = data["chosen"]
-    if not (adapter / "adapter_config.json").is_file():
-        raise SptarError(f"{adapter}: no adapter_config.json (fix: re-run sptar tune)")
-    tuned = data.get("prompt") if isinstance(data.get("prompt"), dict) else {}
-    limits = {key: int(tuned[key]) for key in ("max_example_doc_tokens", "max_query_tokens")
-              if isinstance(tuned.get(key), int)}
-    return Prompt("sptar", [(pair["doc"], pair["query"]) for pair in chosen],
-                  [[str(pair.get("query_id", "")), str(pair.get("doc_id", ""))] for pair in chosen],
-                  adapter, limits)
-
-
-def soft_prompt_embeddings(model, adapter: Path):
-    """``[1, n_virtual, hidden]`` embeddings of a PEFT prompt-tuning adapter for ``model``."""
-    from peft import PeftModel, PeftType
-
-    peft_model = PeftModel.from_pretrained(model, str(adapter))
-    peft_type = peft_model.active_peft_config.peft_type
-    if peft_type != PeftType.PROMPT_TUNING:
-        raise SptarError(f"{adapter}: a {peft_type} adapter, expected prompt tuning"
-                         " (fix: re-run sptar tune)")
-    soft = peft_model.get_prompt(batch_size=1).detach()
-    return peft_model.get_base_model(), soft
 
 
 # ---------------------------------------------------------------- work items
@@ -385,14 +331,12 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
     if resumed:
         log.info("%s: resuming, %d chunk(s) already done", work.parts, resumed)
 
-    corpus = read_corpus(paths.beir / "corpus.jsonl")
-    prompt = sptar_examples(paths) if variant == "sptar" else inpars_examples(cfg, paths, corpus)
-    from sptar.split import load_split
-
+    corpus = load_corpus(paths)
+    prompt = load_prompt(paths) if variant == "sptar" else inpars_examples(cfg, paths, corpus)
     pool = load_split(paths).unlabeled
     missing = [d for d in pool if d not in corpus]
     if missing:
-        raise SptarError(f"{paths.stage('split') / 'unlabeled_ids.txt'}: document {missing[0]!r} is"
+        raise SptarError(f"{pool_file(paths)}: document {missing[0]!r} is"
                          " not in the corpus (fix: re-run sptar split)")
 
     from sptar.models import load_tokenizer
@@ -437,6 +381,8 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
                                       cfg.models.download)
     soft = None
     if prompt.adapter is not None:
+        from sptar.softprompt import soft_prompt_embeddings
+
         model, soft = soft_prompt_embeddings(model, prompt.adapter)
     cast_linear_weights(model, device, cfg.generate.precision)
     total = sum(len(chunks[c]) for c in mine)
@@ -483,20 +429,18 @@ def merge(work: Workspace, count: int, pool: list[str], corpus: Corpus,
     if set(per_doc) != set(pool) or len(by_key) != len(records):
         raise SptarError(f"{work.parts}: the chunks do not cover the pool exactly once"
                          " (fix: re-run with --overwrite)")
-    queries, metadata, qrels, dropped = {}, {}, {}, []
+    queries, metadata, source, dropped = {}, {}, {}, []
     for doc_id in pool:
         for record in sorted(per_doc[doc_id], key=lambda r: r["k"]):
             qid = query_id(doc_id, record["k"])
             if record["text"]:
                 queries[qid] = record["text"]
                 metadata[qid] = {"doc_id": doc_id, "logprob": record["logprob"], "variant": variant}
-                qrels[qid] = {doc_id: 1}
+                source[qid] = doc_id
             else:
                 dropped.append({"query_id": qid, "doc_id": doc_id, "reason": record["reason"],
                                 "attempts": record["attempts"], "raw": record["raw"]})
-    write_queries(work.folder / "queries.jsonl", queries, metadata)
-    write_qrels(work.folder / "qrels" / "train.tsv", qrels)
-    write_jsonl(work.folder / "dropped.jsonl", dropped)
+    write_weak_set(work.folder, queries, metadata, source, dropped)
     return _summary(headers, records, queries, metadata, dropped, corpus)
 
 

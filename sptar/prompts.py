@@ -20,13 +20,29 @@ value cache of the prefix can be reused exactly. The loss counts the target toke
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 IGNORE_INDEX = -100
 SOFT_PROMPT_INIT = "please generate query for this document"
 Style = Literal["sptar", "inpars"]
 Example = tuple[str, str]  # (document text, query)
+
+
+@dataclass
+class Prompt:
+    """What every document's prompt shares: the examples, and the soft prompt (sptar)."""
+
+    style: Style
+    examples: list[Example]
+    example_ids: list[list[str]]  # [query id, doc id] of each example
+    adapter: Path | None = None  # the tuned soft prompt (a PEFT adapter folder)
+    limits: dict[str, int] = field(default_factory=dict)  # PromptFormat token limits of tuning
+
+    def format(self, tokenizer, max_doc_tokens: int) -> PromptFormat:
+        """The prompt format: the document cut to ``max_doc_tokens``, examples as tuned."""
+        return PromptFormat(tokenizer, style=self.style, max_doc_tokens=max_doc_tokens, **self.limits)
 
 
 @dataclass

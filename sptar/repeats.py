@@ -27,7 +27,9 @@ from sptar.errors import SptarError
 from sptar.formats import read_json, write_json
 from sptar.manifest import read_manifest
 from sptar.metrics import MAIN_METRICS
+from sptar.outputs.evaluation import per_query_file
 from sptar.paths import Paths
+from sptar.systems import TRAINED, WEAK_VARIANTS
 from sptar.tables import metric_table, significance_note, significance_table
 
 TESTED_METRICS = ("NDCG@10", "Recall@100")
@@ -105,7 +107,7 @@ def summarize(per_seed: Mapping[int, Mapping[str, PerQuery]], reference: str, pr
 def _read_seed(cfg: Config, paths: Paths, split: str) -> dict[str, PerQuery]:
     out = {}
     for system in cfg.report.systems:
-        path = paths.stage("evaluate", system) / split / "per_query.json"
+        path = per_query_file(paths, system, split)
         if not path.is_file():
             raise SptarError(f"{path}: not found: the seed {cfg.seed} run has not scored {system} on"
                              f" {split} (fix: make all PIPELINE=... SEEDS=..., or run its evaluate stage)")
@@ -119,7 +121,7 @@ def _read_seed(cfg: Config, paths: Paths, split: str) -> dict[str, PerQuery]:
 
 def _seed_facts(paths: Paths) -> dict[str, Any]:
     """Counts of one seed's run: split sizes, weak pairs kept, training steps, its span."""
-    from sptar.report import run_span, stage_timings, training_summaries, weak_pair_counts
+    from sptar.runfacts import run_span, stage_timings, training_summaries, weak_pair_counts
 
     split = read_manifest(paths.stage("split")) or {}
     return {"split": split.get("summary"), "weak_pairs": weak_pair_counts(paths),
@@ -173,9 +175,9 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", "## Each run", "", "| seed | weak pairs kept (inpars / sptar) | training steps "
               "(wo-aug / inpars / sptar) | span of the run s |", "|---:|---|---|---:|"]
     for seed, run in report["runs"].items():
-        kept = " / ".join(_kept(run["weak_pairs"].get(v)) for v in ("inpars", "sptar"))
+        kept = " / ".join(_kept(run["weak_pairs"].get(v)) for v in WEAK_VARIANTS)
         steps = " / ".join(str(run["training"].get(v, {}).get("steps", "–"))
-                           for v in ("wo-aug", "inpars", "sptar"))
+                           for v in TRAINED)
         span = "–" if run["span_s"] is None else f"{run['span_s']:.0f}"
         lines.append(f"| {seed} | {kept} | {steps} | {span} |")
     return "\n".join(lines + [""])

@@ -20,24 +20,23 @@ systems the tests are skipped. One run is one seed: ``sptar.repeats`` reports ov
 
 from __future__ import annotations
 
-import calendar
-import time
 from pathlib import Path
 from typing import Any
 
 from sptar.atomic import atomic_write
 from sptar.config import Config
 from sptar.errors import SptarError
-from sptar.formats import read_json, read_qrels, read_queries, write_json
+from sptar.formats import write_json
 from sptar.manifest import read_manifest
 from sptar.metrics import MAIN_METRICS, METRICS
+from sptar.outputs.evaluation import per_query_file, read_metrics, read_per_query
 from sptar.paths import Paths
+from sptar.plots import plot_metrics
+from sptar.runfacts import exports, run_span, stage_timings, training_summaries, weak_pair_counts
 from sptar.tables import metric_table, significance_note, significance_table
 
 TABLE_METRICS = ("NDCG@10", "MAP@100", "Recall@100", "MRR@10", "NDCG@100", "Recall@1000", "P@10")
 TESTED_METRICS = ("NDCG@10", "Recall@100")
-WEAK_VARIANTS = ("inpars", "sptar")
-TRAINED = ("wo-aug", "inpars", "sptar")
 CHART = "metrics.png"
 
 
@@ -55,42 +54,6 @@ def upstream(cfg: Config, paths: Paths) -> list[Path]:
 
 def _number(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
-
-
-def stage_timings(paths: Paths) -> dict[str, dict[str, float | None]]:
-    """Wall and CPU seconds of every finished stage of the experiment, keyed ``stage[/option]``,
-    in pipeline order (CPU seconds are None in manifests written before they were recorded)."""
-    from sptar.stages import STAGES
-
-    order = {name: index for index, name in enumerate(STAGES)}
-    folders = [paths.beir]
-    folders += [p.parent for p in sorted(
-        paths.runs.glob("**/manifest.json"),
-        key=lambda p: (order.get(p.relative_to(paths.runs).parts[0], len(order)), p))]
-    timings: dict[str, dict[str, float | None]] = {}
-    for folder in folders:
-        manifest = read_manifest(folder)
-        if manifest and folder != output_dir(paths):
-            name = "data" if folder == paths.beir else str(folder.relative_to(paths.runs))
-            timings[name] = {"wall_s": manifest["wall_time_s"],
-                             "cpu_s": manifest.get("cpu_time_s"),
-                             "load": (manifest.get("load_average") or [None])[0],
-                             "started_at": manifest.get("started_at"),
-                             "finished_at": manifest.get("finished_at")}
-    return timings
-
-
-def run_span(timings: dict[str, dict[str, Any]]) -> float | None:
-    """Seconds from the first stage's start to the last one's end, the data copy left out (it is
-    shared by every experiment on the dataset): the run's wall time, with stages that ran side by
-    side (``make all`` with ``JOBS`` > 1) counted once."""
-    def epoch(stamp: str) -> float:
-        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
-
-    stages = [t for name, t in timings.items() if name != "data" and t.get("started_at")]
-    if not stages:
-        return None
-    return max(epoch(t["finished_at"]) for t in stages) - min(epoch(t["started_at"]) for t in stages)
 
 
 def evaluated_splits(cfg: Config, paths: Paths) -> tuple[list[str], dict[str, str]]:
@@ -121,57 +84,22 @@ def significance(cfg: Config, paths: Paths, split: str) -> dict[str, Any]:
     if reference not in systems:
         out["skipped"] = f"reference system {reference!r} is not among report.systems"
         return out
-    per_query = {s: read_json(paths.stage("evaluate", s) / split / "per_query.json") for s in systems}
+    per_query = {s: read_per_query(paths, s, split) for s in systems}
     try:
         out["tests"] = against_reference(per_query, reference, TESTED_METRICS, cfg.report.primary,
                                          cfg.report.resamples, cfg.seed)
     except ValueError as exc:
         other, _, why = str(exc).partition(": ")
-        raise SptarError(f"{paths.stage('evaluate', other) / split / 'per_query.json'}: cannot pair "
+        raise SptarError(f"{per_query_file(paths, other, split)}: cannot pair "
                          f"it with {reference}'s: {why} (fix: re-run sptar evaluate for both "
                          "systems)") from None
-    return out
-
-
-def _count_pairs(folder: Path) -> dict[str, int] | None:
-    """Queries and (query, doc) pairs of a weak set folder, or None if it is not there."""
-    qrels_path = folder / "qrels" / "train.tsv"
-    if not (folder / "manifest.json").is_file() or not qrels_path.is_file():
-        return None
-    queries_path = folder / "queries.jsonl"
-    has_queries = queries_path.is_file() and queries_path.stat().st_size > 0
-    return {"queries": len(read_queries(queries_path)) if has_queries else 0,
-            "pairs": sum(len(docs) for docs in read_qrels(qrels_path).values())}
-
-
-def weak_pair_counts(paths: Paths) -> dict[str, dict[str, Any]]:
-    """Weak pairs per variant: generated, kept by the filter, used in training."""
-    counts = {}
-    for variant in WEAK_VARIANTS:
-        train = read_manifest(paths.stage("train", variant)) or {}
-        row = {"generated": _count_pairs(paths.stage("generate", variant)),
-               "filtered": _count_pairs(paths.stage("filter", variant)),
-               "trained": train.get("summary", {}).get("weak_pairs")}
-        if any(value is not None for value in row.values()):
-            counts[variant] = row
-    return counts
-
-
-def training_summaries(paths: Paths) -> dict[str, dict[str, Any]]:
-    keys = ("labeled_pairs", "weak_pairs", "dev_pairs", "hard_negatives", "epochs", "steps",
-            "warmup_steps", "train_seconds", "seconds_per_step", "train_loss", "device")
-    out = {}
-    for variant in TRAINED:
-        manifest = read_manifest(paths.stage("train", variant))
-        if manifest:
-            out[variant] = {k: manifest["summary"].get(k) for k in keys}
     return out
 
 
 def build_report(cfg: Config, paths: Paths, splits: list[str], skipped: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in splits:
-        systems = {s: read_json(paths.stage("evaluate", s) / split / "metrics.json")
+        systems = {s: read_metrics(paths, s, split)
                    for s in cfg.report.systems}
         evaluate = read_manifest(paths.stage("evaluate", cfg.report.systems[0])) or {}
         out[split] = {"queries": evaluate["summary"]["splits"][split]["queries"], "systems": systems,
@@ -191,38 +119,6 @@ def build_report(cfg: Config, paths: Paths, splits: list[str], skipped: dict[str
         "exports": exports(paths),
         "timings": stage_timings(paths),
     }
-
-
-def plot_metrics(report: dict[str, Any], path: Path) -> None:
-    """A grouped bar chart: one group per main metric, one bar per system."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    splits = report["splits"]
-    fig, axes = plt.subplots(1, len(splits), figsize=(len(splits) * (2.2 + 1.6 * len(MAIN_METRICS)), 4.2),
-                             dpi=120, squeeze=False)
-    for ax, (split, result) in zip(axes[0], splits.items(), strict=True):
-        systems = list(result["systems"])
-        x = np.arange(len(MAIN_METRICS))
-        width = 0.8 / max(len(systems), 1)
-        for i, system in enumerate(systems):
-            values = [result["systems"][system][m] for m in MAIN_METRICS]
-            bars = ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, label=system)
-            ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
-        ax.set_xticks(x, MAIN_METRICS)
-        ax.set_ylim(0, 1.12)
-        ax.set_ylabel("score")
-        ax.set_title(f"{report['experiment']}: {report['dataset']} ({split}, "
-                     f"{result['queries']} queries)")
-        ax.legend(fontsize=8, ncols=min(len(systems), 5), loc="upper center",
-                  bbox_to_anchor=(0.5, -0.07), frameon=False)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png")
-    plt.close(fig)
 
 
 def render_significance(split: str, sig: dict[str, Any]) -> list[str]:
@@ -325,19 +221,6 @@ def render_pipeline(report: dict[str, Any]) -> list[str]:
     lines.append(f"| **span of the run** (first start to last end, without data; stages run side "
                  f"by side count once) | {_number(run_span(timings), 0)} | | |")
     return lines
-
-
-def exports(paths: Paths) -> dict[str, dict[str, Any]]:
-    """The finished ``sptar export`` runs of the experiment: folder and pair counts."""
-    out = {}
-    for variant in WEAK_VARIANTS:
-        manifest = read_manifest(paths.stage("export", variant))
-        if manifest:
-            summary = manifest["summary"]
-            out[variant] = {"folder": str(paths.stage("export", variant)),
-                            "gold_pairs": summary.get("gold_pairs"),
-                            "weak_pairs": summary.get("weak_pairs")}
-    return out
 
 
 def build_unevaluated(cfg: Config, paths: Paths, reason: str) -> dict[str, Any]:

@@ -38,51 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sptar.config import Config
-from sptar.data import BeirDataset, load_beir
 from sptar.errors import SptarError
-from sptar.formats import (
-    Qrels,
-    Queries,
-    read_ids,
-    read_qrels,
-    read_queries,
-    write_ids,
-    write_qrels,
-    write_queries,
-)
+from sptar.formats import Qrels, Queries
+from sptar.outputs.dataset import BeirDataset, load_beir
+from sptar.outputs.fewshot import PROMPT_EVAL, PROMPT_TRAIN, FewShotSplit, Validation, write_split
 from sptar.paths import Paths
 from sptar.text import normalized
 
 log = logging.getLogger(__name__)
 
-PROMPT_TRAIN, PROMPT_EVAL, JUDGED = "prompt_train", "prompt_eval", "judged"
-VALIDATION_DIR = "validation"
 NONE, REST = "none", "rest"
-
-
-@dataclass
-class FewShotSplit:
-    """The labeled part of what the split stage wrote, loaded back (never the validation set)."""
-
-    queries: Queries
-    prompt_train: Qrels
-    prompt_eval: Qrels
-    unlabeled: list[str]
-    judged: Qrels = field(default_factory=dict)  # every judgement of the labeled queries
-
-    def pairs(self, part: str) -> list[tuple[str, str]]:
-        """(query id, doc id) pairs of ``prompt_train``, ``prompt_eval`` or ``labeled`` (both)."""
-        parts = {PROMPT_TRAIN: [self.prompt_train], PROMPT_EVAL: [self.prompt_eval],
-                 "labeled": [self.prompt_train, self.prompt_eval]}[part]
-        return [(qid, did) for qrels in parts for qid, docs in qrels.items() for did in docs]
-
-
-@dataclass
-class Validation:
-    """The validation queries and their judgements."""
-
-    queries: Queries
-    qrels: Qrels
 
 
 @dataclass
@@ -91,40 +56,6 @@ class SplitResult:
     validation: Validation | None
     validation_source: str  # "none", "rest of <source split>" or a qrels split name
     set_aside: Counter = field(default_factory=Counter)  # why the leak guard set queries aside
-
-
-def load_split(paths: Paths) -> FewShotSplit:
-    folder = paths.stage("split")
-    queries = read_queries(folder / "queries.jsonl")
-    return FewShotSplit(
-        queries=queries,
-        prompt_train=read_qrels(folder / "qrels" / f"{PROMPT_TRAIN}.tsv", queries=queries),
-        prompt_eval=read_qrels(folder / "qrels" / f"{PROMPT_EVAL}.tsv", queries=queries),
-        unlabeled=read_ids(folder / "unlabeled_ids.txt"),
-        judged=read_qrels(folder / "qrels" / f"{JUDGED}.tsv", queries=queries),
-    )
-
-
-def load_validation(paths: Paths) -> Validation | None:
-    """The validation queries (only ``sptar evaluate`` may call this), or None if there are none."""
-    folder = paths.stage("split") / VALIDATION_DIR
-    if not (folder / "qrels.tsv").is_file():
-        return None
-    queries = read_queries(folder / "queries.jsonl")
-    return Validation(queries=queries, qrels=read_qrels(folder / "qrels.tsv", queries=queries))
-
-
-def write_split(folder: Path, result: SplitResult) -> None:
-    split = result.split
-    write_queries(folder / "queries.jsonl", split.queries)
-    write_qrels(folder / "qrels" / f"{PROMPT_TRAIN}.tsv", split.prompt_train)
-    write_qrels(folder / "qrels" / f"{PROMPT_EVAL}.tsv", split.prompt_eval)
-    write_qrels(folder / "qrels" / f"{JUDGED}.tsv", split.judged)
-    write_ids(folder / "unlabeled_ids.txt", split.unlabeled)
-    if result.validation is not None:
-        validation = result.validation
-        write_queries(folder / VALIDATION_DIR / "queries.jsonl", validation.queries)
-        write_qrels(folder / VALIDATION_DIR / "qrels.tsv", validation.qrels)
 
 
 def source_split_name(cfg: Config, dataset: BeirDataset) -> str:
@@ -313,7 +244,7 @@ def upstream(cfg: Config, paths: Paths) -> list[Path]:
 
 def run(cfg: Config, paths: Paths) -> dict:
     result = sample_split(cfg, load_beir(paths.beir))
-    write_split(output_dir(paths), result)
+    write_split(output_dir(paths), result.split, result.validation)
     split, validation = result.split, result.validation
     return {
         "prompt_train_queries": len(split.prompt_train),

@@ -28,6 +28,7 @@ from sptar.config import Config
 from sptar.errors import SptarError
 from sptar.manifest import MANIFEST, input_hashes, is_fresh, read_manifest, write_manifest
 from sptar.paths import Paths
+from sptar.systems import SYSTEMS, TRAINED, WEAK_VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,11 @@ STAGES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {  # in pipeline ord
     "data": ("sptar.data", {}),
     "split": ("sptar.split", {}),
     "tune": ("sptar.tune", {}),
-    "generate": ("sptar.generate", {"variant": ("sptar", "inpars")}),
-    "filter": ("sptar.filter", {"variant": ("sptar", "inpars")}),
-    "export": ("sptar.export", {"variant": ("sptar", "inpars")}),
-    "train": ("sptar.train", {"variant": ("wo-aug", "inpars", "sptar")}),
-    "evaluate": ("sptar.evaluate", {"system": ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")}),
+    "generate": ("sptar.generate", {"variant": WEAK_VARIANTS}),
+    "filter": ("sptar.filter", {"variant": WEAK_VARIANTS}),
+    "export": ("sptar.export", {"variant": WEAK_VARIANTS}),
+    "train": ("sptar.train", {"variant": TRAINED}),
+    "evaluate": ("sptar.evaluate", {"system": SYSTEMS}),
     "report": ("sptar.report", {}),
 }
 # run-time flags a stage's run() also takes: they say how to run, never what the output is

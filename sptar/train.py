@@ -26,162 +26,35 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sptar.atomic import atomic_dir, remove_stale_temporaries
+from sptar.atomic import remove_stale_temporaries
 from sptar.config import Config, TrainConfig
 from sptar.errors import SptarError
-from sptar.formats import (
-    Corpus,
-    Qrels,
-    doc_text,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    write_jsonl,
-)
+from sptar.formats import Corpus, doc_text
+from sptar.outputs.dataset import corpus_file, load_corpus
+from sptar.outputs.model import write_trained
 from sptar.paths import Paths
 from sptar.resources import check_disk_space, folder_bytes, memory_guard
 from sptar.shards import barrier, group_rank, launched, resolve_shard
-from sptar.split import FewShotSplit, load_split
 from sptar.stages import PARTIAL
+from sptar.trainset import (
+    DEV,
+    LABELED,
+    WEAK,
+    Example,
+    TrainingData,
+    add_hard_negatives,
+    build_training_data,
+    train_seed,
+)
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("wo-aug", "inpars", "sptar")
-LABELED, WEAK, DEV = "labeled", "weak", "dev"
 DEV_METRIC = "dev_cosine_ndcg@10"  # the dev evaluator's nDCG@10, as the trainer logs it
 TRAINER_DIR = ".trainer"  # the trainer's output_dir (checkpoints for model selection), removed
-
-
-@dataclass
-class Example:
-    """One training row: a query, one relevant document and (optionally) hard negatives."""
-
-    query_id: str
-    query: str
-    doc_id: str
-    source: str  # "labeled", "weak" or "dev"
-    negatives: list[str] = field(default_factory=list)
-
-
-@dataclass
-class TrainingData:
-    """Everything the trainer sees, and what it must never see as a negative."""
-
-    train: list[Example]
-    dev: list[Example]
-    judged: dict[str, set[str]]  # query id -> documents judged relevant (never negatives)
-    files: list[str]  # every file read to build it
-
-    def count(self, source: str) -> int:
-        return sum(1 for row in self.train + self.dev if row.source == source)
-
-
-# ---------------------------------------------------------------- training data
-
-
-def labeled_examples(queries: dict[str, str], qrels: list[Qrels], max_per_query: int | None,
-                     seed: int) -> list[Example]:
-    """(query, positive) rows of the labeled qrels; with a cap per query, the most relevant
-    documents are kept (a seeded random choice among equally relevant ones)."""
-    rng = random.Random(seed)
-    rows = []
-    for part in qrels:
-        for query_id, docs in part.items():
-            chosen = sorted(docs)
-            if max_per_query is not None and len(chosen) > max_per_query:
-                rng.shuffle(chosen)
-                chosen = sorted(chosen, key=lambda did: -docs[did])[:max_per_query]
-            rows += [Example(query_id, queries[query_id], did, LABELED) for did in chosen]
-    return rows
-
-
-def weak_examples(folder: Path, corpus: Corpus) -> list[Example]:
-    """The filtered weak pairs of a variant (``queries.jsonl`` + ``qrels/train.tsv``)."""
-    queries_path, qrels_path = folder / "queries.jsonl", folder / "qrels" / "train.tsv"
-    if queries_path.is_file() and not queries_path.read_text(encoding="utf-8").strip():
-        log.warning("%s is empty: the filter kept no weak pairs", queries_path)
-        return []
-    queries = read_queries(queries_path)
-    qrels = read_qrels(qrels_path, queries=queries, corpus=corpus)
-    return [Example(qid, queries[qid], did, WEAK) for qid, docs in qrels.items()
-            for did, score in docs.items() if score > 0]
-
-
-def judged_relevant(split: FewShotSplit) -> dict[str, set[str]]:
-    """Documents judged relevant to each labeled query, in any split (the split stage's
-    ``qrels/judged.tsv``): never a negative for that query."""
-    return {qid: {did for did, score in docs.items() if score > 0}
-            for qid, docs in split.judged.items()}
-
-
-def carve_dev(rows: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Hold out ``fraction`` of the labeled queries (all their pairs) as the dev set."""
-    if fraction <= 0:
-        return rows, []
-    query_ids = sorted({row.query_id for row in rows})
-    n_dev = round(len(query_ids) * fraction)
-    if n_dev < 1 or n_dev >= len(query_ids):
-        raise SptarError(f"train.dev_fraction {fraction} of {len(query_ids)} labeled queries leaves "
-                         f"{n_dev} dev queries (fix: choose a fraction that keeps at least one query "
-                         "on each side, or 0 for no model selection)")
-    dev_ids = set(random.Random(seed).sample(query_ids, n_dev))
-    train = [row for row in rows if row.query_id not in dev_ids]
-    dev = [Example(row.query_id, row.query, row.doc_id, DEV) for row in rows if row.query_id in dev_ids]
-    return train, dev
-
-
-def build_training_data(cfg: Config, paths: Paths, variant: str, corpus: Corpus) -> TrainingData:
-    split = load_split(paths)
-    tc = cfg.train
-    split_dir = paths.stage("split")
-    files = [str(split_dir / name) for name in ("queries.jsonl", "qrels/prompt_train.tsv",
-                                                "qrels/prompt_eval.tsv", "qrels/judged.tsv",
-                                                "unlabeled_ids.txt")]
-    labeled = labeled_examples(split.queries, [split.prompt_train, split.prompt_eval],
-                               tc.max_pairs_per_query, train_seed(cfg))
-    train, dev = carve_dev(labeled, tc.dev_fraction, train_seed(cfg))
-    if variant != "wo-aug":
-        folder = paths.stage("filter", variant)
-        weak = weak_examples(folder, corpus)
-        files += [str(folder / "queries.jsonl"), str(folder / "qrels" / "train.tsv")]
-        clash = {row.query_id for row in weak} & set(split.queries)
-        if clash:
-            raise SptarError(f"{folder / 'queries.jsonl'}: weak query id {sorted(clash)[0]!r} is also a "
-                             "labeled query id (fix: weak queries need their own ids, gen-<docid>-<k>)")
-        train += weak
-    judged = judged_relevant(split)
-    for row in train + dev:
-        judged.setdefault(row.query_id, set()).add(row.doc_id)
-    return TrainingData(train, dev, judged, files)
-
-
-def mine_hard_negatives(rows: list[Example], corpus: Corpus, searcher, judged: dict[str, set[str]],
-                        n: int, depth: int, seed: int) -> None:
-    """Give each row ``n`` negatives, drawn (seeded) from BM25's top ``depth`` documents for its
-    query that are not judged relevant to it; when BM25 finds too few, random unjudged documents
-    fill up."""
-    queries = {row.query_id: row.query for row in rows}
-    most_judged = max((len(docs) for docs in judged.values()), default=0)
-    ranked = searcher.search(queries, top_k=depth + most_judged + 1)
-    rng = random.Random(seed)
-    doc_ids = list(corpus)
-    for row in rows:
-        excluded = judged.get(row.query_id, set()) | {row.doc_id}
-        hits = sorted(ranked.get(row.query_id, {}).items(), key=lambda item: (-item[1], item[0]))
-        pool = [did for did, _ in hits if did not in excluded][:depth]
-        chosen = set(rng.sample(pool, min(n, len(pool))))
-        negatives = [did for did in pool if did in chosen]  # in BM25 rank order
-        while len(negatives) < n:
-            candidate = rng.choice(doc_ids)
-            if candidate not in excluded and candidate not in negatives:
-                negatives.append(candidate)
-        row.negatives = negatives
 
 
 def training_dataset(rows: list[Example], corpus: Corpus, n_negatives: int):
@@ -214,10 +87,6 @@ def dev_evaluator(dev: list[Example], corpus: Corpus, searcher, depth: int, batc
 
 
 # ---------------------------------------------------------------- trainer
-
-
-def train_seed(cfg: Config) -> int:
-    return cfg.train.seed if cfg.train.seed is not None else cfg.seed
 
 
 def precision_flags(tc: TrainConfig, device: str) -> dict[str, bool]:
@@ -429,13 +298,10 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
         shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of a killed run
         remove_stale_temporaries(folder)
 
-    corpus_path = paths.beir / "corpus.jsonl"
-    corpus = read_corpus(corpus_path)
+    corpus = load_corpus(paths)
     data = build_training_data(cfg, paths, variant, corpus)
     searcher = BM25Searcher(corpus, cfg.bm25) if tc.hard_negatives or data.dev else None
-    if tc.hard_negatives:
-        mine_hard_negatives(data.train, corpus, searcher, data.judged, tc.hard_negatives,
-                            tc.hard_negative_depth, train_seed(cfg))
+    add_hard_negatives(cfg, data, corpus, searcher)
     log.info("train %s: %d labeled + %d weak pairs (%d dev pairs), %d hard negatives per pair, "
              "on %s", variant, data.count(LABELED), data.count(WEAK), data.count(DEV),
              tc.hard_negatives, device)
@@ -452,10 +318,7 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     rank = _rank_after_training(launcher_rank)
     if rank != 0:
         return {PARTIAL: f"rank {rank} trained its share of each batch; rank 0 writes the model"}
-    write_jsonl(folder / "pairs.jsonl", pair_rows(data))
-    with atomic_dir(folder / "model") as tmp:
-        model.save_pretrained(str(tmp), create_model_card=False)
-    write_jsonl(folder / "train_log.jsonl", log_rows)
+    write_trained(folder, model, pair_rows(data), log_rows)
     shutil.rmtree(work_dir, ignore_errors=True)
 
     steps = metrics["global_step"]
@@ -480,5 +343,5 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
         "best_step": metrics["best_step"],
         "device": device,
         "seed": train_seed(cfg),
-        "files_read": [str(corpus_path), *data.files],
+        "files_read": [str(corpus_file(paths.beir)), *data.files],
     }

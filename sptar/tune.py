@@ -29,30 +29,28 @@ at all and check the choices on data they never saw.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sptar.atomic import atomic_dir, atomic_write
 from sptar.config import Config
 from sptar.errors import SptarError
-from sptar.formats import doc_text, read_corpus, read_json, write_json, write_jsonl
+from sptar.formats import doc_text
+from sptar.outputs.dataset import load_corpus
+from sptar.outputs.fewshot import PROMPT_EVAL, PROMPT_TRAIN, load_split
+from sptar.outputs.prompt import loss_curve_file, write_prompt
 from sptar.paths import Paths
-from sptar.prompts import IGNORE_INDEX, SOFT_PROMPT_INIT, Example, PromptFormat, Style, pad_batch
+from sptar.plots import write_loss_curve
+from sptar.prompts import Example, PromptFormat, Style, pad_batch
+from sptar.scoring import Row, Scorer, target_nll
+from sptar.softprompt import soft_prompt_weights, wrap_with_soft_prompt
 
 log = logging.getLogger(__name__)
-
-ADAPTER = "adapter"
-EXAMPLES = "examples.json"
-TRAIN_LOG = "train_log.jsonl"
-LOSS_CURVE = "loss_curve.png"
 
 Pair = tuple[str, str]  # (query id, doc id)
 
@@ -72,57 +70,10 @@ def upstream(cfg: Config, paths: Paths) -> list[Path]:
     return [paths.beir / "manifest.json", paths.stage("split") / "manifest.json"]
 
 
-# ---------------------------------------------------------------- for later stages
-
-
 def prompt_format(cfg: Config, tokenizer, style: Style = "sptar") -> PromptFormat:
     """The prompt format with the token budgets the soft prompt was tuned with."""
     return PromptFormat(tokenizer, style, cfg.tune.max_doc_tokens, cfg.tune.max_example_doc_tokens,
                         cfg.tune.max_query_tokens)
-
-
-@contextlib.contextmanager
-def _quiet_peft() -> Iterator[None]:
-    """peft asks transformers a deprecated question on every wrap; the warning is not ours."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        yield
-
-
-def load_tuned(cfg: Config, paths: Paths, device: str = "auto"):
-    """``(peft_model, tokenizer)``: ``models.llm`` with the tuned soft prompt, in eval mode."""
-    from peft import PeftModel
-
-    from sptar.models import load_causal_lm, resolve_device
-
-    folder = output_dir(paths) / ADAPTER
-    if not (folder / "adapter_config.json").is_file():
-        raise SptarError(f"{folder}: no tuned soft prompt (fix: run `sptar tune` first)")
-    device = resolve_device(device)
-    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
-                                      cfg.models.download)
-    with _quiet_peft():
-        peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-    peft_model.to(device).eval()
-    return peft_model, tokenizer
-
-
-def read_examples_file(paths: Paths) -> dict[str, Any]:
-    """``examples.json``, checked: a ``"chosen"`` list of ``{doc, query, ...}`` objects."""
-    path = output_dir(paths) / EXAMPLES
-    data = read_json(path)
-    chosen = data.get("chosen") if isinstance(data, dict) else None
-    if not isinstance(chosen, list) or not all(
-            isinstance(item, dict) and isinstance(item.get("doc"), str)
-            and isinstance(item.get("query"), str) for item in chosen):
-        raise SptarError(f"{path}: expected a 'chosen' list of {{doc, query, ...}} objects"
-                         " (fix: delete the tune folder and re-run `sptar tune`)")
-    return data
-
-
-def load_examples(paths: Paths) -> list[Example]:
-    """The in-context example pairs the soft prompt filter chose, as ``(doc, query)``."""
-    return [(item["doc"], item["query"]) for item in read_examples_file(paths)["chosen"]]
 
 
 # ---------------------------------------------------------------- data
@@ -141,11 +92,9 @@ class TuneData:
 
 
 def load_data(cfg: Config, paths: Paths) -> TuneData:
-    from sptar.split import PROMPT_EVAL, PROMPT_TRAIN, load_split
-
     split = load_split(paths)
     train, evals = split.pairs(PROMPT_TRAIN), split.pairs(PROMPT_EVAL)
-    corpus = read_corpus(paths.beir / "corpus.jsonl")
+    corpus = load_corpus(paths)
     missing = [did for _, did in train + evals if did not in corpus]
     if missing:
         raise SptarError(f"{paths.stage('split')}: document {missing[0]!r} is not in {paths.beir}"
@@ -233,120 +182,6 @@ def eval_sets(cfg: Config, data: TuneData) -> tuple[EvalSet, EvalSet]:
 
 
 # ---------------------------------------------------------------- scoring
-
-
-def _supports_logits_to_keep(model) -> bool:
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
-
-
-def target_nll(model, input_ids, attention_mask, labels, n_virtual: int = 0, past_key_values=None):
-    """Per row: the summed negative log-likelihood of the labelled tokens, and their count.
-
-    ``n_virtual`` is the number of soft prompt tokens the (PEFT) model puts in front of the
-    input. Only the positions that predict a labelled token are projected onto the vocabulary.
-    With ``past_key_values`` (a cached prefix), ``attention_mask`` covers the prefix too and
-    ``input_ids``/``labels`` are what follows it.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    rows = input_ids.shape[0]
-    # position p predicts token p + 1; the soft prompt shifts every input position by n_virtual
-    positions = torch.cat([keep.new_zeros(rows, n_virtual), keep, keep.new_zeros(rows, 1)], dim=1)
-    cached = {} if past_key_values is None else {"past_key_values": past_key_values, "use_cache": True}
-    if _supports_logits_to_keep(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       logits_to_keep=positions, **cached).logits
-    else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, **cached).logits[positions]
-    nll = F.cross_entropy(logits.float(), targets[keep], reduction="none")
-    per_row = torch.zeros(rows, dtype=nll.dtype, device=nll.device)
-    per_row = per_row.index_add(0, keep.nonzero()[:, 0], nll)
-    return per_row, keep.sum(dim=1)
-
-
-Row = tuple[list[int], list[int]]  # (input_ids, labels)
-
-
-def soft_prompt_weights(peft_model):
-    """The trainable soft prompt of a PEFT prompt-tuning model: ``[n_virtual, hidden]``."""
-    return peft_model.prompt_encoder["default"].embedding.weight
-
-
-def shared_length(rows: Sequence[Row]) -> int:
-    """How many leading input ids every row has in common, short of any row's first prediction
-    (the position before its first labelled token): the prefix that can be run once for all."""
-    limit = min(next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels)) - 1
-                for _, labels in rows)
-    first = rows[0][0]
-    shared = 0
-    while shared < limit and all(ids[shared] == first[shared] for ids, _ in rows):
-        shared += 1
-    return shared
-
-
-@dataclass
-class Scorer:
-    """Mean per-token NLL of the query tokens of many prompts, in length-sorted batches.
-
-    The prefix that every row of a call shares (the soft prompt, and the examples when they are
-    the same for all) runs once; its key/value cache is then reused by every batch.
-    """
-
-    model: Any
-    pad_id: int
-    device: str
-    batch_size: int = 8
-    n_virtual: int = 0
-    share_prefix: bool = True  # False: every prompt runs whole (the plain way, for benchmarks)
-
-    def _parts(self):
-        """The causal LM and the soft prompt's embeddings ``[1, n, hidden]`` (None without one)."""
-        if not self.n_virtual:
-            return self.model, None
-        return self.model.get_base_model(), soft_prompt_weights(self.model)[None]
-
-    def row_scores(self, rows: Sequence[Row], desc: str | None = None) -> list[tuple[float, int]]:
-        import torch
-        from tqdm.auto import tqdm
-
-        from sptar.decoding import prefix_cache, prefix_embeddings, prefix_states
-
-        scores: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
-        if not rows:
-            return scores
-        model, soft = self._parts() if self.share_prefix else (self.model, None)
-        shared = shared_length(rows) if self.share_prefix else 0
-        n_virtual = 0 if self.share_prefix else self.n_virtual
-        states, prefix = None, 0
-        if shared or soft is not None:
-            embeds = prefix_embeddings(model, rows[0][0][:shared], soft)
-            states, prefix = prefix_states(model, embeds), embeds.shape[1]
-        rest = [(ids[shared:], labels[shared:]) for ids, labels in rows]
-        order = sorted(range(len(rows)), key=lambda i: len(rest[i][0]))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        with torch.no_grad():
-            for batch in tqdm(batches, desc=desc, leave=False, disable=desc is None):
-                ids, mask, labels = pad_batch([rest[i][0] for i in batch], self.pad_id, "right",
-                                              labels=[rest[i][1] for i in batch])
-                cache = None
-                if states is not None:
-                    cache = prefix_cache(model, states, len(batch))
-                    mask = torch.cat([mask.new_ones(len(batch), prefix), mask], dim=1)
-                nll, count = target_nll(model, ids.to(self.device), mask.to(self.device),
-                                        labels.to(self.device), n_virtual, past_key_values=cache)
-                for i, total, n in zip(batch, nll.tolist(), count.tolist(), strict=True):
-                    scores[i] = (total, n)
-        return scores
-
-    def loss(self, rows: Sequence[Row], desc: str | None = None) -> float:
-        scores = self.row_scores(rows, desc)
-        return sum(total for total, _ in scores) / max(1, sum(n for _, n in scores))
 
 
 def loss_entry(loss: float, **extra: Any) -> dict[str, Any]:
@@ -502,62 +337,12 @@ def choose(losses: Sequence[float]) -> int:
 # ---------------------------------------------------------------- outputs
 
 
-def write_loss_curve(path: Path, log_rows: Sequence[dict[str, Any]], untuned: float,
-                     title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r for r in log_rows if r["type"] == "step"]
-    evals = [r for r in log_rows if r["type"] == "eval"]
-    window = max(1, len(steps) // 5)
-    smooth = [sum(r["loss"] for r in steps[max(0, i + 1 - window):i + 1]) / min(window, i + 1)
-              for i in range(len(steps))]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.6, alpha=0.35, color="C0",
-            label="training loss")
-    ax.plot([r["step"] for r in steps], smooth, lw=1.2, color="C0",
-            label=f"training loss, mean of last {window} steps")
-    ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", lw=1.5, color="C1",
-            label="eval loss (prompt-eval pairs)")
-    ax.axhline(untuned, ls="--", lw=1, color="C2", label="untuned LLM, InPars prompt (eval)")
-    best = [r for r in evals if r["best"]]
-    if best:
-        ax.scatter([best[-1]["step"]], [best[-1]["eval_loss"]], s=120, facecolors="none",
-                   edgecolors="red", zorder=3, label="kept prompt")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("mean NLL per query token")
-    ax.set_title(title, fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png")
-    plt.close(fig)
-
-
 def _pair_record(data: TuneData, pair: Pair) -> dict[str, str]:
     doc, query = data.texts[pair]
     return {"query_id": pair[0], "doc_id": pair[1], "query": query, "doc": doc}
 
 
 # ---------------------------------------------------------------- run
-
-
-def wrap_with_soft_prompt(cfg: Config, model):
-    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-
-    from sptar.models import resolve_model
-
-    config = PromptTuningConfig(
-        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.tune.n_virtual_tokens,
-        prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=SOFT_PROMPT_INIT,
-        tokenizer_name_or_path=resolve_model(cfg.models.llm),
-        tokenizer_kwargs={"local_files_only": not cfg.models.download})
-    with _quiet_peft():
-        peft_model = get_peft_model(model, config)
-    return peft_model.eval()  # the frozen LLM has no dropout to train; only the prompt learns
 
 
 def _figures(n_pairs: int, untuned: float, result: TrainResult, losses: Sequence[float],
@@ -595,10 +380,7 @@ def _write_outputs(cfg: Config, paths: Paths, peft_model, data: TuneData, result
                    candidates: Sequence[tuple[Pair, ...]], losses: Sequence[float],
                    figures: dict[str, Any], heldout: dict[str, Any] | None) -> None:
     tune = cfg.tune
-    folder = output_dir(paths)
-    with atomic_dir(folder / ADAPTER) as tmp:
-        peft_model.save_pretrained(str(tmp), safe_serialization=True)
-    write_json(folder / EXAMPLES, {
+    write_prompt(paths, peft_model, {
         "n_examples": tune.n_examples,
         "chosen": [_pair_record(data, pair) for pair in candidates[choose(losses)]],
         "candidates": [{"pairs": [list(pair) for pair in candidate], **loss_entry(loss)}
@@ -608,10 +390,9 @@ def _write_outputs(cfg: Config, paths: Paths, peft_model, data: TuneData, result
         "prompt": {"style": "sptar", "max_doc_tokens": tune.max_doc_tokens,
                    "max_example_doc_tokens": tune.max_example_doc_tokens,
                    "max_query_tokens": tune.max_query_tokens},
-    })
-    write_jsonl(folder / TRAIN_LOG, result.log_rows)
+    }, result.log_rows)
     loss = {name: figures[name]["eval_loss"] for name in ("untuned_inpars", "tuned_random", "tuned_chosen")}
-    write_loss_curve(folder / LOSS_CURVE, result.log_rows, loss["untuned_inpars"],
+    write_loss_curve(loss_curve_file(paths), result.log_rows, loss["untuned_inpars"],
                      f"{cfg.experiment}: soft prompt ({tune.n_virtual_tokens} tokens, lr {tune.lr:g}) on "
                      f"{cfg.models.llm}; eval loss: untuned InPars {loss['untuned_inpars']:.3f},\n"
                      f"tuned + random examples {loss['tuned_random']:.3f}, tuned + chosen examples "

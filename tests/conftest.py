@@ -114,11 +114,12 @@ def tiny_encoder(tmp_path_factory) -> Path:
 
 def write_weak_set(paths, variant: str, pairs: dict[str, tuple[str, str]]) -> None:
     """A hand-made filtered weak set as the filter stage writes it: ``{query id: (text, doc id)}``."""
-    from sptar.formats import write_json, write_qrels, write_queries
+    from sptar.formats import write_json
+    from sptar.outputs.weakset import write_weak_set
 
     folder = paths.stage("filter", variant)
-    write_queries(folder / "queries.jsonl", {qid: text for qid, (text, _) in pairs.items()},
-                  {qid: {"doc_id": did, "variant": variant} for qid, (_, did) in pairs.items()})
-    write_qrels(folder / "qrels" / "train.tsv", {qid: {did: 1} for qid, (_, did) in pairs.items()})
+    write_weak_set(folder, {qid: text for qid, (text, _) in pairs.items()},
+                   {qid: {"doc_id": did, "variant": variant} for qid, (_, did) in pairs.items()},
+                   {qid: did for qid, (_, did) in pairs.items()}, [])
     write_json(folder / "manifest.json", {"stage": "filter", "options": {"variant": variant},
                                           "summary": {"kept": len(pairs)}, "wall_time_s": 0.1})

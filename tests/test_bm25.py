@@ -6,7 +6,7 @@ import numpy as np
 
 from sptar.bm25 import BM25Searcher
 from sptar.config import BM25Config
-from sptar.data import load_beir
+from sptar.outputs.dataset import load_beir
 
 from .conftest import FIXTURES
 

@@ -8,8 +8,9 @@ import zipfile
 
 import pytest
 
-from sptar.data import check_md5, load_beir, safe_extract
+from sptar.data import check_md5, safe_extract
 from sptar.errors import SptarError
+from sptar.outputs.dataset import load_beir
 from sptar.stages import execute, paths_for
 
 from .conftest import FIXTURES

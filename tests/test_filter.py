@@ -15,12 +15,12 @@ from sptar.errors import SptarError
 from sptar.filter import (
     Context,
     NearDuplicateIndex,
-    WeakSet,
     apply_steps,
     longest_shared_run,
     rank_histogram,
 )
 from sptar.formats import read_jsonl, read_qrels, read_queries, write_json
+from sptar.outputs.weakset import WeakSet
 from sptar.stages import execute, paths_for
 
 # A corpus where BM25's ranking for the query "alpha" is known by construction: ten-word
@@ -300,7 +300,7 @@ def test_generated_set_must_name_one_source_document(toy):
 
 
 def test_ranks_agree_across_backends_on_a_real_slice(scifact_slice):
-    from sptar.data import load_beir
+    from sptar.outputs.dataset import load_beir
 
     data = load_beir(scifact_slice / "scifact-slice", splits=["train"])
     pairs = [(qid, did) for qid, docs in data.qrels["train"].items() for did in docs][:60]

@@ -72,16 +72,15 @@ def test_config_loader_fails_only_with_sptar_error(tmp_path, content):
 @given(content=json_values.map(json.dumps))
 def test_examples_loaders_fail_only_with_sptar_error(tmp_path, content):
     """``tune/examples.json`` as generation and later stages read it."""
-    from sptar.generate import sptar_examples
+    from sptar.outputs.prompt import load_examples, load_prompt
     from sptar.paths import Paths
-    from sptar.tune import load_examples
 
     paths = Paths(tmp_path, "x", "y")
     folder = paths.stage("tune")
     (folder / "adapter").mkdir(parents=True, exist_ok=True)
     (folder / "adapter" / "adapter_config.json").write_text("{}")
     (folder / "examples.json").write_text(content)
-    for loader in (load_examples, sptar_examples):
+    for loader in (load_examples, load_prompt):
         try:
             loader(paths)
         except SptarError as exc:

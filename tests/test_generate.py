@@ -17,7 +17,7 @@ from sptar.formats import (
     write_json,
 )
 from sptar.generate import Item, clean_query, cut_repeated_tail, generate_items
-from sptar.split import load_split
+from sptar.outputs.fewshot import load_split
 from sptar.stages import PARTIAL, execute, paths_for
 
 NEWLINE = 198  # "\n" in the SmolLM2 tokenizer
@@ -104,7 +104,7 @@ def setup(tiny_cfg, tmp_path, tiny_llm, tiny_adapter):
         if not (tune / "manifest.json").is_file():
             shutil.copytree(tiny_adapter, tune / "adapter")
             split = load_split(paths)
-            from sptar.data import load_beir
+            from sptar.outputs.dataset import load_beir
 
             corpus = load_beir(paths.beir).corpus
             qid = sorted(split.prompt_train)[0]
@@ -264,7 +264,8 @@ def test_bf16_decoding_equals_plain_generate_in_bf16(tiny_llm):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sptar.decoding import LineGenerator, stop_token_ids, use_decode_attention
+    from sptar.cpu_attention import use_decode_attention
+    from sptar.decoding import LineGenerator, stop_token_ids
     from sptar.models import autocast
     from sptar.prompts import PromptFormat
 
@@ -492,7 +493,7 @@ def test_decode_attention_equals_sdpa_for_one_query_row():
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from sptar.decoding import decode_attention
+    from sptar.cpu_attention import decode_attention
 
     class Module(torch.nn.Module):
         num_key_value_groups, is_causal = 3, True

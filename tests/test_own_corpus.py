@@ -10,7 +10,6 @@ import pytest
 
 from sptar import demo_corpus
 from sptar.config import CorpusSource, load_config
-from sptar.data import load_beir
 from sptar.errors import SptarError
 from sptar.formats import (
     LabeledPair,
@@ -21,8 +20,9 @@ from sptar.formats import (
     read_jsonl,
     read_queries,
 )
+from sptar.outputs.dataset import load_beir
+from sptar.outputs.fewshot import load_split
 from sptar.own import read_local_corpus
-from sptar.split import load_split
 from sptar.stages import execute, paths_for
 
 from .conftest import ROOT
@@ -196,7 +196,7 @@ def own_chain(tmp_path_factory, tiny_llm, tiny_encoder):  # noqa: F811
             f"dataset.examples={rel}/examples.jsonl", "split.shrink_to_fit=true",
             f"models.llm={tiny_llm}", f"models.encoder={tiny_encoder}",
             "filter.steps=[{length: {min_words: 1, max_words: 64}}]",
-            "report.systems=[bm25, zero-shot, sptar]"])
+            "report.systems=[bm25, zero-shot, sptar]", "train.hard_negatives=1"])
         paths = paths_for(cfg, folder / "data")
         manifests = {}
         for stage, options in [("data", {}), ("split", {}), ("tune", {}),

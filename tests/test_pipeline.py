@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sptar.config import load_config
 from sptar.formats import read_json, read_run
-from sptar.split import load_validation
+from sptar.outputs.fewshot import load_validation
 from sptar.stages import execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 

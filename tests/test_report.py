@@ -105,7 +105,7 @@ def test_systems_scored_on_different_queries_are_an_error(tiny_cfg, evaluated):
 
 
 def test_run_span_counts_stages_that_ran_side_by_side_once():
-    from sptar.report import run_span
+    from sptar.runfacts import run_span
 
     def stage(start: str, end: str) -> dict:
         return {"wall_s": 1.0, "started_at": f"2026-01-01T00:{start}Z", "finished_at": f"2026-01-01T00:{end}Z"}

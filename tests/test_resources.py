@@ -150,7 +150,7 @@ OOM_CASES = [  # stage argv, what to break, the expected advice
      "evaluate zero-shot: encoding with", "dense.batch_size=16", "--set dense.batch_size=8"),
     (["generate", "--variant", "inpars"], "sptar.generate.generate_items", _oom_cpu,
      "generate inpars", "generate.batch_size=3", "--set generate.batch_size=1"),
-    (["tune"], "sptar.tune.target_nll", _oom_cuda,
+    (["tune"], "sptar.scoring.target_nll", _oom_cuda,
      "tune", "tune.batch_size=2, tune.eval_batch_size=8",
      "--set tune.batch_size=1 or --set tune.eval_batch_size=4"),
     (["train", "--variant", "wo-aug"], "sentence_transformers.SentenceTransformerTrainer.train",

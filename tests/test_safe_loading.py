@@ -162,8 +162,8 @@ def test_peft_adapters_load_from_safetensors(tmp_path):
 
     source = inspect.getsource(save_and_load.torch_load)
     assert "weights_only=True" in source
-    tune_source = (ROOT / "sptar" / "tune.py").read_text()
-    assert "save_pretrained(str(tmp), safe_serialization=True)" in tune_source
+    writer_source = (ROOT / "sptar" / "outputs" / "prompt.py").read_text()  # the tuned prompt's writer
+    assert "save_pretrained(str(tmp), safe_serialization=True)" in writer_source
 
 
 # ---------------------------------------------------------------- data downloads

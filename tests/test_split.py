@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from sptar.data import load_beir
 from sptar.errors import SptarError
 from sptar.formats import read_json
-from sptar.split import load_split, load_validation, sample_split
+from sptar.outputs.dataset import load_beir
+from sptar.outputs.fewshot import load_split, load_validation
+from sptar.split import sample_split
 from sptar.stages import execute, paths_for
 
 

@@ -13,15 +13,15 @@ from sptar.bm25 import BM25Searcher
 from sptar.config import TrainConfig, load_config
 from sptar.errors import SptarError
 from sptar.formats import read_corpus, read_json, read_jsonl, read_qrels, read_queries, read_run
-from sptar.split import load_split
+from sptar.outputs.fewshot import load_split
 from sptar.stages import execute, paths_for
-from sptar.train import (
+from sptar.train import precision_flags
+from sptar.trainset import (
     Example,
     build_training_data,
     carve_dev,
     labeled_examples,
     mine_hard_negatives,
-    precision_flags,
 )
 from tests.conftest import FIXTURES, write_weak_set
 

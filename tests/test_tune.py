@@ -11,22 +11,20 @@ import torch
 from sptar.config import load_config
 from sptar.errors import SptarError
 from sptar.formats import read_json, read_jsonl
+from sptar.outputs.prompt import load_examples
 from sptar.prompts import IGNORE_INDEX, PromptFormat, pad_batch
+from sptar.scoring import Scorer, shared_length, target_nll
+from sptar.softprompt import load_tuned
 from sptar.stages import execute, paths_for
 from sptar.tune import (
-    Scorer,
     _EarlyStopping,
     choose,
     draw_examples,
     eval_sets,
     load_data,
-    load_examples,
-    load_tuned,
     output_dir,
     prompt_format,
     sample_candidates,
-    shared_length,
-    target_nll,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
@@ -125,7 +123,7 @@ def test_target_nll_without_logits_to_keep(model_and_tokenizer, monkeypatch):
     args = torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), torch.tensor([labels])
     with torch.no_grad():
         kept = target_nll(model, *args)
-        monkeypatch.setattr("sptar.tune._supports_logits_to_keep", lambda model: False)
+        monkeypatch.setattr("sptar.scoring._supports_logits_to_keep", lambda model: False)
         full = target_nll(model, *args)
     assert kept[1].item() == full[1].item()
     assert kept[0].item() == pytest.approx(full[0].item(), rel=1e-5)
