@@ -1,0 +1,121 @@
+"""Config sections for the data: the dataset (BEIR or a local corpus), the few-shot split and
+which labeled queries are scored."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sptar.config.base import Section, _relative
+from sptar.paths import check_name
+
+
+class CorpusSource(Section):
+    """A local document collection (``sptar.own``): JSON Lines, CSV, TSV or a folder of files.
+
+    JSON Lines with the default fields is a BEIR ``corpus.jsonl``. CSV / TSV need a header row
+    naming the columns. In a folder, every file with one of ``extensions`` (hidden ones skipped)
+    is a document whose id is its path relative to the folder; a Markdown file that starts with
+    a ``# heading`` line has that heading as its title.
+    """
+
+    path: str
+    format: Literal["auto", "jsonl", "csv", "tsv", "folder"] = "auto"  # auto: by suffix / folder
+    id_field: str = "_id"
+    title_field: str = "title"  # optional in every row (CSV/TSV: the column may be absent)
+    text_field: str = "text"
+    extensions: list[str] = [".txt", ".md"]
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        return _relative(value, "dataset.corpus.path")
+
+
+class DatasetConfig(Section):
+    """Which BEIR dataset, and where it comes from; or a local corpus with labeled examples."""
+
+    name: str
+    mirror: str | None = None  # a folder holding <name>/; else $SPTAR_DATA_MIRROR; else download
+    download: bool = True  # allow downloading the official BEIR zip when no mirror has it
+    # a local corpus instead of a BEIR dataset (see sptar.own): the data stage converts it and
+    # the labeled examples (TSV/CSV/JSONL of query + doc_id or doc_text) into data/beir/<name>/
+    corpus: CorpusSource | None = None
+    examples: str | None = None  # labeled pairs: qrels/train.tsv
+    test_examples: str | None = None  # optional held-out pairs: qrels/test.tsv
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return check_name(value, "dataset name")
+
+    @field_validator("mirror", "examples", "test_examples")
+    @classmethod
+    def _check_paths(cls, value: str | None, info) -> str | None:
+        return _relative(value, f"dataset.{info.field_name}")
+
+    @model_validator(mode="after")
+    def _local_needs_examples(self) -> DatasetConfig:
+        if self.corpus is None and (self.examples or self.test_examples):
+            raise ValueError("dataset.examples / test_examples need dataset.corpus (a local corpus)")
+        if self.corpus is not None and not self.examples:
+            raise ValueError("a local dataset.corpus needs dataset.examples (a few labeled pairs)")
+        return self
+
+
+class SplitConfig(Section):
+    """SPTAR's few-shot split of the labeled data and the unlabeled pool."""
+
+    n_prompt_train: int = Field(50, ge=1)
+    n_prompt_eval: int = Field(100, ge=1)
+    source_split: str = "auto"  # "auto": train if the dataset has one, else dev
+    min_relevance: int = Field(1, ge=1)
+    max_unlabeled_docs: int | None = Field(None, ge=1)
+    # keep at most this many relevant documents per labeled query (sampled by seed); NFCorpus
+    # queries have ~40 each, which would make thousands of prompt-training pairs
+    max_pairs_per_query: int | None = Field(None, ge=1)
+    # "unjudged": documents judged in no qrels split (SPTAR); "not-in-eval": documents not judged
+    # in the evaluation split and not in the sampled labeled pairs (for corpora such as NFCorpus
+    # where every document is judged in some split)
+    pool: Literal["unjudged", "not-in-eval"] = "unjudged"
+    # with fewer usable labeled queries than n_prompt_train + n_prompt_eval (a small examples
+    # file), split the ones there are: a third (at least one) for prompt-eval, the rest (at most
+    # n_prompt_train) for prompt-train; false: that is an error
+    shrink_to_fit: bool = False
+    # the validation queries every choice is made on, held out like the test split: "auto" (the
+    # dataset's dev split when it has one besides the source and test splits, else "rest"),
+    # "rest" (the source split's usable queries not sampled as labeled pairs), a qrels split
+    # name, or "none"
+    validation: str = "auto"
+    max_validation_queries: int | None = Field(None, ge=1)  # cap (a seeded sample)
+
+    @field_validator("validation")
+    @classmethod
+    def _check_validation(cls, value: str) -> str:
+        return check_name(value, "split.validation")
+
+
+VALIDATION, TEST = "validation", "test"
+
+
+class EvaluateConfig(Section):
+    """Which labeled queries the systems are scored on."""
+
+    # the dataset's qrels split held out as the test split (MS MARCO: dev); read only by
+    # evaluate and report (and by split, to keep its queries and documents out of everything)
+    test_split: str = "test"
+    # what `sptar evaluate` scores: the split stage's validation queries and/or the test split
+    splits: list[Literal["validation", "test"]] = [VALIDATION, TEST]
+
+    @field_validator("test_split")
+    @classmethod
+    def _check_test_split(cls, value: str) -> str:
+        return check_name(value, "evaluate.test_split")
+
+    @field_validator("splits")
+    @classmethod
+    def _check_splits(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("list validation and/or test, each once")
+        return value
