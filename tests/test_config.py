@@ -72,3 +72,17 @@ def test_section_hash_tracks_only_named_sections():
     b = load_config("tiny", ["bm25.k1=1.2"])
     assert a.section_hash("split") == b.section_hash("split")
     assert a.section_hash("bm25") != b.section_hash("bm25")
+
+
+def _section_classes(cls=None):
+    from sptar.config import Section
+
+    for sub in (cls or Section).__subclasses__():
+        yield sub
+        yield from _section_classes(sub)
+
+
+def test_every_field_has_a_description():
+    missing = [f"{cls.__name__}.{name}" for cls in _section_classes()
+               for name, field in cls.model_fields.items() if not (field.description or "").strip()]
+    assert not missing

@@ -13,6 +13,8 @@ Precision = Literal["auto", "fp32", "bf16"]
 
 
 class Section(BaseModel):
+    """A config section: frozen once loaded, and an unknown key is an error."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
 

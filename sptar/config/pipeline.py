@@ -21,31 +21,50 @@ System = Literal["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
 
 
 class ReportConfig(Section):
-    systems: list[System] = ["bm25", "zero-shot"]
-    reference: System = "sptar"  # paired tests compare this system with every other one
-    # the primary comparisons (reference vs each): their p-values are Holm-corrected together
-    primary: list[System] = ["wo-aug", "inpars"]
-    resamples: int = Field(10000, ge=100)  # paired randomization test (exact when 2^n is fewer)
+    """``sptar report``: the systems compared side by side, and the paired significance tests."""
+
+    systems: list[System] = Field(["bm25", "zero-shot"], description="the systems in the report"
+                                  " (each needs its sptar evaluate run)")
+    reference: System = Field("sptar", description="paired tests compare this system with every"
+                              " other one")
+    primary: list[System] = Field(["wo-aug", "inpars"], description="the primary comparisons"
+                                  " (reference vs each): their p-values are Holm-corrected together")
+    resamples: int = Field(10000, ge=100, description="sign flips of the paired randomization test"
+                           " (exact when 2^n is fewer)")
 
 
 class Config(Section):
     """A whole pipeline: one experiment on one dataset."""
 
-    experiment: str
-    seed: int = 42
-    device: str = "auto"
-    dataset: DatasetConfig
-    split: SplitConfig = SplitConfig()
-    models: ModelsConfig = ModelsConfig()
-    bm25: BM25Config = BM25Config()
-    dense: DenseConfig = DenseConfig()
-    tune: TuneConfig = TuneConfig()
-    generate: GenerateConfig = GenerateConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    filter: FilterConfig = FilterConfig()
-    train: TrainConfig = TrainConfig()
-    export: ExportConfig = ExportConfig()
-    report: ReportConfig = ReportConfig()
+    experiment: str = Field(description="the experiment's name: its runs go to"
+                            " data/runs/<experiment>/ (a pipeline file without it: the file's name)")
+    seed: int = Field(42, description="the seed of every random choice: split, tuning, examples,"
+                      " sampling, training")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
+                        " or mps")
+    dataset: DatasetConfig = Field(description="which dataset, and where it comes from")
+    split: SplitConfig = Field(SplitConfig(), description="the few-shot split of the labeled data,"
+                               " the validation queries and the unlabeled pool")
+    models: ModelsConfig = Field(ModelsConfig(), description="the LLM and the bi-encoder: aliases"
+                                 " (sptar.models), Hugging Face ids or local folders")
+    bm25: BM25Config = Field(BM25Config(), description="BM25: the bm25 system, the consistency"
+                             " filter, hard negatives")
+    dense: DenseConfig = Field(DenseConfig(), description="encoding and FAISS search for every"
+                               " dense system")
+    tune: TuneConfig = Field(TuneConfig(), description="soft prompt tuning and the soft prompt"
+                             " filter (the choice of in-context examples)")
+    generate: GenerateConfig = Field(GenerateConfig(), description="weak query generation:"
+                                     " decoding, prompt and batching")
+    evaluate: EvaluateConfig = Field(EvaluateConfig(), description="which labeled queries the"
+                                     " systems are scored on")
+    filter: FilterConfig = Field(FilterConfig(), description="the weak data filter: steps applied"
+                                 " in order to each generated set")
+    train: TrainConfig = Field(TrainConfig(), description="fine-tuning the bi-encoder"
+                               " (MultipleNegativesRankingLoss, in-batch negatives)")
+    export: ExportConfig = Field(ExportConfig(), description="sptar export: the filtered weak set"
+                                 " plus the labeled pairs as training data files")
+    report: ReportConfig = Field(ReportConfig(), description="the report: systems compared side by"
+                                 " side, and the paired tests")
 
     @field_validator("experiment")
     @classmethod

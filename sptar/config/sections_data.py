@@ -20,12 +20,15 @@ class CorpusSource(Section):
     a ``# heading`` line has that heading as its title.
     """
 
-    path: str
-    format: Literal["auto", "jsonl", "csv", "tsv", "folder"] = "auto"  # auto: by suffix / folder
-    id_field: str = "_id"
-    title_field: str = "title"  # optional in every row (CSV/TSV: the column may be absent)
-    text_field: str = "text"
-    extensions: list[str] = [".txt", ".md"]
+    path: str = Field(description="the corpus file or folder, relative to the project folder")
+    format: Literal["auto", "jsonl", "csv", "tsv", "folder"] = Field(
+        "auto", description="auto: by the file's suffix, or folder for a folder")
+    id_field: str = Field("_id", description="the field (CSV/TSV: column) holding a document's id")
+    title_field: str = Field("title", description="the field (column) holding a document's title;"
+                             " optional in every row (CSV/TSV: the column may be absent)")
+    text_field: str = Field("text", description="the field (column) holding a document's text")
+    extensions: list[str] = Field([".txt", ".md"], description="in a folder: the suffixes of the"
+                                  " files read as documents (hidden files are skipped)")
 
     @field_validator("path")
     @classmethod
@@ -36,14 +39,19 @@ class CorpusSource(Section):
 class DatasetConfig(Section):
     """Which BEIR dataset, and where it comes from; or a local corpus with labeled examples."""
 
-    name: str
-    mirror: str | None = None  # a folder holding <name>/; else $SPTAR_DATA_MIRROR; else download
-    download: bool = True  # allow downloading the official BEIR zip when no mirror has it
-    # a local corpus instead of a BEIR dataset (see sptar.own): the data stage converts it and
-    # the labeled examples (TSV/CSV/JSONL of query + doc_id or doc_text) into data/beir/<name>/
-    corpus: CorpusSource | None = None
-    examples: str | None = None  # labeled pairs: qrels/train.tsv
-    test_examples: str | None = None  # optional held-out pairs: qrels/test.tsv
+    name: str = Field(description="the BEIR dataset (scifact, nfcorpus, fiqa, msmarco, ...), or"
+                      " the name a local corpus is stored under: data/beir/<name>/")
+    mirror: str | None = Field(None, description="a folder holding <name>/ to copy the dataset"
+                               " from; None: $SPTAR_DATA_MIRROR, else download")
+    download: bool = Field(True, description="allow downloading the official BEIR zip when no"
+                           " mirror has the dataset")
+    corpus: CorpusSource | None = Field(None, description="a local corpus instead of a BEIR dataset"
+                                        " (sptar.own): the data stage converts it and the labeled"
+                                        " examples into data/beir/<name>/; None: a BEIR dataset")
+    examples: str | None = Field(None, description="a local corpus's labeled pairs (TSV/CSV/JSONL"
+                                 " of query + doc_id or doc_text), stored as qrels/train.tsv")
+    test_examples: str | None = Field(None, description="optional held-out pairs of a local"
+                                      " corpus (same format), stored as qrels/test.tsv")
 
     @field_validator("name")
     @classmethod
@@ -67,28 +75,35 @@ class DatasetConfig(Section):
 class SplitConfig(Section):
     """SPTAR's few-shot split of the labeled data and the unlabeled pool."""
 
-    n_prompt_train: int = Field(50, ge=1)
-    n_prompt_eval: int = Field(100, ge=1)
-    source_split: str = "auto"  # "auto": train if the dataset has one, else dev
-    min_relevance: int = Field(1, ge=1)
-    max_unlabeled_docs: int | None = Field(None, ge=1)
-    # keep at most this many relevant documents per labeled query (sampled by seed); NFCorpus
-    # queries have ~40 each, which would make thousands of prompt-training pairs
-    max_pairs_per_query: int | None = Field(None, ge=1)
-    # "unjudged": documents judged in no qrels split (SPTAR); "not-in-eval": documents not judged
-    # in the evaluation split and not in the sampled labeled pairs (for corpora such as NFCorpus
-    # where every document is judged in some split)
-    pool: Literal["unjudged", "not-in-eval"] = "unjudged"
-    # with fewer usable labeled queries than n_prompt_train + n_prompt_eval (a small examples
-    # file), split the ones there are: a third (at least one) for prompt-eval, the rest (at most
-    # n_prompt_train) for prompt-train; false: that is an error
-    shrink_to_fit: bool = False
-    # the validation queries every choice is made on, held out like the test split: "auto" (the
-    # dataset's dev split when it has one besides the source and test splits, else "rest"),
-    # "rest" (the source split's usable queries not sampled as labeled pairs), a qrels split
-    # name, or "none"
-    validation: str = "auto"
-    max_validation_queries: int | None = Field(None, ge=1)  # cap (a seeded sample)
+    n_prompt_train: int = Field(50, ge=1, description="labeled queries sampled for prompt"
+                                " training (SPTAR: 50)")
+    n_prompt_eval: int = Field(100, ge=1, description="labeled queries sampled for prompt"
+                               " evaluation: early stopping and the soft prompt filter (SPTAR: 100)")
+    source_split: str = Field("auto", description="the qrels split the labeled queries are sampled"
+                              " from; auto: train if the dataset has one, else dev")
+    min_relevance: int = Field(1, ge=1, description="the lowest qrels score that counts as relevant")
+    max_unlabeled_docs: int | None = Field(None, ge=1, description="cap on the unlabeled pool, in"
+                                           " documents (a seeded sample); None: the whole pool")
+    max_pairs_per_query: int | None = Field(
+        None, ge=1, description="keep at most this many relevant documents per labeled query"
+        " (sampled by seed); NFCorpus queries have ~40 each, which would make thousands of"
+        " prompt-training pairs; None: all")
+    pool: Literal["unjudged", "not-in-eval"] = Field(
+        "unjudged", description="the unlabeled pool. unjudged: documents judged in no qrels split"
+        " (SPTAR); not-in-eval: documents judged neither in the test nor the validation split nor"
+        " by the sampled labeled pairs (for corpora such as NFCorpus where every document is judged"
+        " in some split)")
+    shrink_to_fit: bool = Field(
+        False, description="with fewer usable labeled queries than n_prompt_train + n_prompt_eval"
+        " (a small examples file), split the ones there are: a third (at least one) for"
+        " prompt-eval, the rest (at most n_prompt_train) for prompt-train; false: that is an error")
+    validation: str = Field(
+        "auto", description="the validation queries every choice is made on, held out like the"
+        " test split: auto (the dataset's dev split when it has one besides the source and test"
+        " splits, else rest), rest (the source split's usable queries not sampled as labeled"
+        " pairs), a qrels split name, or none")
+    max_validation_queries: int | None = Field(None, ge=1, description="cap on the validation"
+                                               " queries (a seeded sample); None: all")
 
     @field_validator("validation")
     @classmethod
@@ -102,11 +117,13 @@ VALIDATION, TEST = "validation", "test"
 class EvaluateConfig(Section):
     """Which labeled queries the systems are scored on."""
 
-    # the dataset's qrels split held out as the test split (MS MARCO: dev); read only by
-    # evaluate and report (and by split, to keep its queries and documents out of everything)
-    test_split: str = "test"
-    # what `sptar evaluate` scores: the split stage's validation queries and/or the test split
-    splits: list[Literal["validation", "test"]] = [VALIDATION, TEST]
+    test_split: str = Field(
+        "test", description="the dataset's qrels split held out as the test split (MS MARCO: dev);"
+        " read only by evaluate and report (and by split, to keep its queries and documents out"
+        " of everything)")
+    splits: list[Literal["validation", "test"]] = Field(
+        [VALIDATION, TEST], description="what sptar evaluate scores: the split stage's validation"
+        " queries and/or the test split")
 
     @field_validator("test_split")
     @classmethod

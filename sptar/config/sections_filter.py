@@ -12,7 +12,8 @@ from sptar.config.base import Section
 class BM25ConsistencyFilter(Section):
     """Keep a pair when BM25 over the whole corpus ranks its source document in the top ``k``."""
 
-    k: int = Field(30, ge=1)
+    k: int = Field(30, ge=1, description="the depth BM25 must rank the source document within"
+                   " (SPTAR: 30 on MS MARCO, 70 on FiQA)")
 
 
 class DedupFilter(Section):
@@ -25,17 +26,22 @@ class DedupFilter(Section):
     ``copy_min_words`` tokens covering at least ``copy_fraction`` of the query.
     """
 
-    near_jaccard: float = Field(0.8, gt=0, le=1)
-    copy_words: int = Field(8, ge=1)
-    copy_fraction: float = Field(0.75, gt=0, le=1)
-    copy_min_words: int = Field(4, ge=1)
+    near_jaccard: float = Field(0.8, gt=0, le=1, description="drop a query whose word set has at"
+                                " least this Jaccard similarity with an earlier kept query's (1.0:"
+                                " exact duplicates only)")
+    copy_words: int = Field(8, ge=1, description="drop a query that shares a run of this many"
+                            " consecutive words with its document")
+    copy_fraction: float = Field(0.75, gt=0, le=1, description="drop a query when a shared run of"
+                                 " at least copy_min_words words covers this share of it")
+    copy_min_words: int = Field(4, ge=1, description="the shortest shared run that copy_fraction"
+                                " counts, in words")
 
 
 class LengthFilter(Section):
     """Keep queries of ``min_words`` to ``max_words`` whitespace-separated words."""
 
-    min_words: int = Field(3, ge=1)
-    max_words: int = Field(32, ge=1)
+    min_words: int = Field(3, ge=1, description="the fewest words a kept query has")
+    max_words: int = Field(32, ge=1, description="the most words a kept query has")
 
     @model_validator(mode="after")
     def _ordered(self) -> LengthFilter:
@@ -47,8 +53,9 @@ class LengthFilter(Section):
 class LogprobTopNFilter(Section):
     """Keep the best ``n`` queries (or ``fraction`` of them) by mean token log-probability."""
 
-    n: int | None = Field(None, ge=1)
-    fraction: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, description="keep this many queries (give n or fraction)")
+    fraction: float | None = Field(None, gt=0, le=1, description="keep this share of the queries"
+                                   " (give n or fraction)")
 
     @model_validator(mode="after")
     def _one_of(self) -> LogprobTopNFilter:
@@ -64,10 +71,16 @@ FILTERS = {"bm25_consistency": BM25ConsistencyFilter, "dedup": DedupFilter,
 class FilterStep(Section):
     """One step of ``filter.steps``: a mapping with exactly one filter name as its key."""
 
-    bm25_consistency: BM25ConsistencyFilter | None = None
-    dedup: DedupFilter | None = None
-    length: LengthFilter | None = None
-    logprob_topn: LogprobTopNFilter | None = None
+    bm25_consistency: BM25ConsistencyFilter | None = Field(
+        None, description="keep a pair when BM25 over the whole corpus ranks its source document"
+        " in the top k")
+    dedup: DedupFilter | None = Field(None, description="drop repeated queries, and queries that"
+                                      " copy a long span of their document verbatim")
+    length: LengthFilter | None = Field(None, description="keep queries of min_words to max_words"
+                                        " whitespace-separated words")
+    logprob_topn: LogprobTopNFilter | None = Field(
+        None, description="keep the best n queries (or fraction of them) by mean token"
+        " log-probability")
 
     @model_validator(mode="before")
     @classmethod
@@ -98,4 +111,8 @@ class FilterStep(Section):
 class FilterConfig(Section):
     """The weak data filter: steps applied in order to each generated set."""
 
-    steps: list[FilterStep] = [FilterStep.model_validate({"bm25_consistency": {"k": 30}})]
+    steps: list[FilterStep] = Field(
+        [FilterStep.model_validate({"bm25_consistency": {"k": 30}})],
+        description="the filters, applied in order to each generated set: a list of"
+        " `name: {parameters}` (or `- name` for the defaults) with name one of "
+        + ", ".join(FILTERS))
