@@ -37,7 +37,7 @@ class Config(Section):
     """A whole pipeline: one experiment on one dataset."""
 
     experiment: str = Field(description="the experiment's name: its runs go to"
-                            " data/runs/<experiment>/ (a pipeline file without it: the file's name)")
+                            " data/runs/<experiment>/")  # load_config: the file's name by default
     seed: int = Field(42, description="the seed of every random choice: split, tuning, examples,"
                       " sampling, training")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
@@ -47,8 +47,8 @@ class Config(Section):
                                " the validation queries and the unlabeled pool")
     models: ModelsConfig = Field(ModelsConfig(), description="the LLM and the bi-encoder: aliases"
                                  " (sptar.models), Hugging Face ids or local folders")
-    bm25: BM25Config = Field(BM25Config(), description="BM25: the bm25 system, the consistency"
-                             " filter, hard negatives")
+    bm25: BM25Config = Field(BM25Config(), description="the bm25 system, the BM25 consistency"
+                             " filter and BM25-mined negatives")
     dense: DenseConfig = Field(DenseConfig(), description="encoding and FAISS search for every"
                                " dense system")
     tune: TuneConfig = Field(TuneConfig(), description="soft prompt tuning and the soft prompt"
@@ -61,10 +61,10 @@ class Config(Section):
                                  " in order to each generated set")
     train: TrainConfig = Field(TrainConfig(), description="fine-tuning the bi-encoder"
                                " (MultipleNegativesRankingLoss, in-batch negatives)")
-    export: ExportConfig = Field(ExportConfig(), description="sptar export: the filtered weak set"
-                                 " plus the labeled pairs as training data files")
-    report: ReportConfig = Field(ReportConfig(), description="the report: systems compared side by"
-                                 " side, and the paired tests")
+    export: ExportConfig = Field(ExportConfig(), description="the filtered weak set plus the"
+                                 " labeled pairs as training data files (sptar export)")
+    report: ReportConfig = Field(ReportConfig(), description="the systems compared side by side,"
+                                 " and the paired significance tests")
 
     @field_validator("experiment")
     @classmethod

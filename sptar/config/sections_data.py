@@ -42,12 +42,12 @@ class DatasetConfig(Section):
     name: str = Field(description="the BEIR dataset (scifact, nfcorpus, fiqa, msmarco, ...), or"
                       " the name a local corpus is stored under: data/beir/<name>/")
     mirror: str | None = Field(None, description="a folder holding <name>/ to copy the dataset"
-                               " from; None: $SPTAR_DATA_MIRROR, else download")
+                               " from; null: $SPTAR_DATA_MIRROR, else download")
     download: bool = Field(True, description="allow downloading the official BEIR zip when no"
                            " mirror has the dataset")
     corpus: CorpusSource | None = Field(None, description="a local corpus instead of a BEIR dataset"
                                         " (sptar.own): the data stage converts it and the labeled"
-                                        " examples into data/beir/<name>/; None: a BEIR dataset")
+                                        " examples into data/beir/<name>/; null: a BEIR dataset")
     examples: str | None = Field(None, description="a local corpus's labeled pairs (TSV/CSV/JSONL"
                                  " of query + doc_id or doc_text), stored as qrels/train.tsv")
     test_examples: str | None = Field(None, description="optional held-out pairs of a local"
@@ -83,11 +83,11 @@ class SplitConfig(Section):
                               " from; auto: train if the dataset has one, else dev")
     min_relevance: int = Field(1, ge=1, description="the lowest qrels score that counts as relevant")
     max_unlabeled_docs: int | None = Field(None, ge=1, description="cap on the unlabeled pool, in"
-                                           " documents (a seeded sample); None: the whole pool")
+                                           " documents (a seeded sample); null: the whole pool")
     max_pairs_per_query: int | None = Field(
         None, ge=1, description="keep at most this many relevant documents per labeled query"
         " (sampled by seed); NFCorpus queries have ~40 each, which would make thousands of"
-        " prompt-training pairs; None: all")
+        " prompt-training pairs; null: all")
     pool: Literal["unjudged", "not-in-eval"] = Field(
         "unjudged", description="the unlabeled pool. unjudged: documents judged in no qrels split"
         " (SPTAR); not-in-eval: documents judged neither in the test nor the validation split nor"
@@ -103,7 +103,7 @@ class SplitConfig(Section):
         " splits, else rest), rest (the source split's usable queries not sampled as labeled"
         " pairs), a qrels split name, or none")
     max_validation_queries: int | None = Field(None, ge=1, description="cap on the validation"
-                                               " queries (a seeded sample); None: all")
+                                               " queries (a seeded sample); null: all")
 
     @field_validator("validation")
     @classmethod

@@ -34,14 +34,14 @@ class TuneConfig(Section):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     epochs: int = Field(3, ge=1, description="passes over the prompt-train pairs (early stopping"
                         " or max_steps may end it sooner)")
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps at most; None: the"
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps at most; null: the"
                                   " epochs decide")
     eval_every: int | None = Field(None, ge=1, description="optimizer steps between evaluations"
-                                   " of the eval loss; None: once every epoch")
+                                   " of the eval loss; null: once every epoch")
     patience: int = Field(3, ge=1, description="evaluations without a better eval loss before"
                           " stopping")
     eval_pairs: int | None = Field(None, ge=1, description="prompt-eval pairs for early stopping,"
-                                   " the soft prompt filter and the before/after figures (None: all)")
+                                   " the soft prompt filter and the before/after figures (null: all)")
     eval_batch_size: int = Field(8, ge=1, description="pairs per batch when the eval loss is"
                                  " computed")
     max_doc_tokens: int = Field(256, ge=8, description="the document a query is written for is cut"

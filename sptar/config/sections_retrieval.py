@@ -30,7 +30,7 @@ class DenseConfig(Section):
 
     batch_size: int = Field(64, ge=1, description="texts encoded per batch (corpus and queries)")
     max_seq_length: int | None = Field(256, ge=8, description="tokens per encoded text (longer"
-                                       " ones are cut); None: the encoder's own limit")
+                                       " ones are cut); null: the encoder's own limit")
     index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="the FAISS index: flat"
                                                   " (exact inner product), hnsw or ivf (approximate)")
     hnsw_m: int = Field(32, ge=4, description="hnsw: neighbours per graph node")
@@ -78,9 +78,9 @@ class TrainConfig(Section):
                                 " linear warmup of the learning rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW's weight decay")
     max_seq_length: int | None = Field(256, ge=8, description="tokens per text while training;"
-                                       " None: the model's own limit")
+                                       " null: the model's own limit")
     max_pairs_per_query: int | None = Field(None, ge=1, description="cap on the labeled pairs of"
-                                            " one query (sampled by seed); None: all")
+                                            " one query (sampled by seed); null: all")
     hard_negatives: int = Field(0, ge=0, description="BM25-mined negatives per pair (0: in-batch"
                                 " negatives only)")
     hard_negative_depth: int = Field(30, ge=1, description="negatives are mined from this many BM25"
@@ -90,19 +90,19 @@ class TrainConfig(Section):
     dev_candidates: int = Field(100, ge=1, description="BM25 candidates per dev query in the dev"
                                 " corpus")
     eval_steps: int | None = Field(None, ge=1, description="optimizer steps between dev"
-                                   " evaluations (None: each epoch)")
+                                   " evaluations (null: each epoch)")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: bf16 on CUDA (fp16 where bf16 is unsupported) and on CPUs with"
         " native bf16, fp32 elsewhere")
     attention_dropout: float | None = Field(
         None, ge=0, lt=1, description="dropout on the attention probabilities while training;"
-        " None: the encoder's own (0.1 for MiniLM). 0 lets CPU attention run fused"
+        " null: the encoder's own (0.1 for MiniLM). 0 lets CPU attention run fused"
         " (scaled_dot_product_attention has no fused CPU kernel with dropout): 1.6x faster steps"
         " on CPU. The saved model keeps the encoder's value")
     logging_steps: int = Field(1, ge=1, description="optimizer steps between rows of the training"
                                " log")
     seed: int | None = Field(None, description="the seed of training (dev split, pair caps,"
-                             " negatives, batches); None: the pipeline seed")
+                             " negatives, batches); null: the pipeline seed")
 
 
 class ExportConfig(Section):
