@@ -86,3 +86,43 @@ def test_every_field_has_a_description():
     missing = [f"{cls.__name__}.{name}" for cls in _section_classes()
                for name, field in cls.model_fields.items() if not (field.description or "").strip()]
     assert not missing
+
+
+# section_hash values recorded with the config before it became a package (sptar/config.py at
+# 3b15c87). A change to a key, a default or the dump format changes them and invalidates every
+# finished stage's manifest: if that is intended, record the new values here. Editing
+# pipelines/scifact-quick.yaml changes the scifact-quick ones too.
+SCIFACT_QUICK_HASHES = {
+    "dataset": "a2c12df56f925233", "split": "66593adeecb385d1", "models": "e2fed12390416193",
+    "bm25": "937ebb308a508e67", "dense": "911fe70859de82de", "tune": "fc3ba7c6232edb80",
+    "generate": "fbd034794f968645", "evaluate": "b80d7e24c998559a", "filter": "d3b3e1cdb93758a6",
+    "train": "d8481abb0bf4ce34", "export": "0c0234f9c954cafb", "report": "e2957db1c4870d0d",
+}
+SCIFACT_QUICK_STAGE_HASHES = {  # (stage, options) -> hash of the sections its output depends on
+    ("split", ()): "c6670d8fbd459f78", ("tune", ()): "8a17988cf7df6af3",
+    ("generate", ("sptar",)): "1992cec246e1b0f2", ("generate", ("inpars",)): "8cdc7f1a87b1f52c",
+    ("filter", ("sptar",)): "f359609079a70b28", ("train", ("sptar",)): "2fbcfb08ca3cc9f8",
+    ("evaluate", ("bm25",)): "cee8418e75538e80", ("evaluate", ("sptar",)): "09f7a6dc2e24d41e",
+    ("report", ()): "aff908d70b85260b",
+}
+DEFAULTS_HASHES = {  # every section at its defaults (dataset.name scifact)
+    "split": "701c1f599777b5ed", "dense": "b8590da0d79484b3", "tune": "1d2345f000ea5965",
+    "generate": "f9b1a3d374977db4", "filter": "ec16fea427e44965", "train": "e90e23c40ee4c16c",
+    "report": "ff5421c3b1726327",
+}
+
+
+def test_section_hashes_are_pinned():
+    import importlib
+
+    from sptar.config import Config
+    from sptar.stages import STAGES
+
+    cfg = load_config("scifact-quick")
+    assert {name: cfg.section_hash(name) for name in SCIFACT_QUICK_HASHES} == SCIFACT_QUICK_HASHES
+    for (stage, values), expected in SCIFACT_QUICK_STAGE_HASHES.items():
+        module_name, options = STAGES[stage]
+        names = importlib.import_module(module_name).sections(**dict(zip(options, values, strict=True)))
+        assert cfg.section_hash(*names) == expected, (stage, values)
+    defaults = Config.model_validate({"experiment": "defaults", "dataset": {"name": "scifact"}})
+    assert {name: defaults.section_hash(name) for name in DEFAULTS_HASHES} == DEFAULTS_HASHES
