@@ -126,3 +126,92 @@ def test_section_hashes_are_pinned():
         assert cfg.section_hash(*names) == expected, (stage, values)
     defaults = Config.model_validate({"experiment": "defaults", "dataset": {"name": "scifact"}})
     assert {name: defaults.section_hash(name) for name in DEFAULTS_HASHES} == DEFAULTS_HASHES
+
+
+# ---------------------------------------------------------------- sptar config --explain
+
+ALL_FILTERS = ("filter.steps=[{bm25_consistency: {k: 25}}, dedup, {length: {max_words: 20}},"
+               " {logprob_topn: {fraction: 0.5}}]")
+
+
+def _fields(model, prefix=""):
+    """(key, section class, field name, value) of every key, sections and filter steps and the
+    keys inside them included."""
+    from pydantic import BaseModel
+
+    from sptar.config import FilterStep
+
+    for name in type(model).model_fields:
+        key, value = prefix + name, getattr(model, name)
+        yield key, type(model), name, value
+        if isinstance(value, BaseModel):
+            yield from _fields(value, key + ".")
+        elif value and isinstance(value, list) and isinstance(value[0], FilterStep):
+            for index, step in enumerate(value):
+                yield from _fields(step.params, f"{key}.{index}.{step.name}.")
+
+
+def test_explain_lists_every_field_of_every_section_with_its_default(capsys):
+    from pydantic import BaseModel
+
+    from sptar.cli import main
+    from sptar.config import FilterStep
+    from sptar.config.explain import show
+
+    assert main(["config", "--config", "own-example", "--explain", "--set", ALL_FILTERS]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 100 for line in out.splitlines())
+    entries = out.replace("\n    ", " ").splitlines()  # one entry per line, wrapping undone
+    cfg = load_config("own-example", [ALL_FILTERS])
+    shown = set()
+    for key, cls, name, value in _fields(cfg):
+        field = cls.model_fields[name]
+        if "." not in key and isinstance(value, BaseModel):  # a top-level section: a heading
+            assert f"# {key}: {field.description}" in entries
+            shown.add((cls, name))
+            continue
+        container = isinstance(value, BaseModel) or key == "filter.steps"  # a heading and keys
+        head = f"{key}:  " if container else f"{key} = {show(value)}  "
+        entry = next(line for line in entries if line.startswith(head))
+        if key == "experiment":
+            assert entry.startswith(head + "(default: the pipeline file's name)")
+        elif field.is_required():
+            assert entry.startswith(head + "(required)")
+        elif value == field.default:
+            assert entry.startswith(head + "(default)  ")
+        else:
+            assert entry.startswith(f"{head}(default {show(field.default)})  ")
+        assert field.description in entry
+        shown.add((cls, name))
+    every = {(cls, name) for cls in _section_classes() if cls is not FilterStep
+             for name in cls.model_fields}
+    assert every <= shown
+    for section in ("dataset", "split", "filter", "train", "report"):
+        assert f"# {section}: " in out
+    assert any(line.startswith("filter.steps.3 = logprob_topn  keep the best n queries")
+               for line in entries)
+
+
+def test_explain_shows_a_changed_value_beside_its_default(capsys):
+    from sptar.cli import main
+
+    assert main(["config", "--config", "tiny", "--explain", "--set", "train.lr=5e-5",
+                 "--set", "bm25.top_k=100"]) == 0
+    entries = capsys.readouterr().out.replace("\n    ", " ").splitlines()
+    assert ("train.lr = 5e-05  (default 2e-05)  learning rate of the retriever fine-tuning (AdamW,"
+            " linear decay after warmup)") in entries
+    assert any(line.startswith("bm25.top_k = 100  (default 1000)  documents retrieved") for line in entries)
+    assert any(line.startswith("bm25.k1 = 0.9  (default)  term frequency") for line in entries)
+    assert any(line.startswith("dense.index = flat  (default)  ") and "(one of: flat, hnsw, ivf)" in line
+               for line in entries)
+
+
+def test_config_without_explain_prints_the_resolved_yaml(capsys):
+    import yaml
+
+    from sptar.cli import main
+
+    assert main(["config", "--config", "scifact-quick"]) == 0
+    out = capsys.readouterr().out
+    assert out == yaml.safe_dump(load_config("scifact-quick").model_dump(mode="json"), sort_keys=False)
+    assert out.startswith("experiment: scifact-quick\nseed: 42\ndevice: auto\ndataset:\n  name: scifact\n")

@@ -4,7 +4,8 @@ Unknown keys, wrong types and out-of-range values are errors that name the file,
 the key. ``--set section.key=value`` overrides any value (the value is parsed as YAML).
 
 The sections live in the ``sections_*`` modules, the whole :class:`Config` in ``pipeline``, the
-YAML loading in ``loading``; every public name is importable from ``sptar.config``.
+YAML loading in ``loading``, ``sptar config --explain`` in ``explain``; every public name is
+importable from ``sptar.config``.
 """
 
 from sptar.config.base import Precision, Section
