@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
             stage.add_argument(f"--{option}", required=True, choices=values)
         for flag in RUN_FLAGS.get(name, ()):
             stage.add_argument(f"--{flag.replace('_', '-')}", dest=flag, **_FLAGS[flag])
-    sub.add_parser("config", parents=[common], help="print the resolved config as YAML")
+    config = sub.add_parser("config", parents=[common], help="print the resolved config as YAML")
+    config.add_argument("--explain", action="store_true", help="print every value with its default"
+                        " and its meaning instead")
     sub.add_parser("plan", parents=[common], help="dry run: resolve every stage's config, folder"
                    " and inputs, and say which stages are done (loads no model)")
     repeats = sub.add_parser("repeats", parents=[common], help="one report over the runs of the"
@@ -75,6 +77,11 @@ def _main(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, [*args.overrides, *seed_overrides(cfg, args.seed)])
     if not cfg.models.download:  # the Hugging Face libraries, imported later, stay offline
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.command == "config" and args.explain:
+        from sptar.config.explain import explain
+
+        sys.stdout.write(explain(cfg))
+        return 0
     if args.command == "config":
         import yaml
 

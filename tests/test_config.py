@@ -72,3 +72,146 @@ def test_section_hash_tracks_only_named_sections():
     b = load_config("tiny", ["bm25.k1=1.2"])
     assert a.section_hash("split") == b.section_hash("split")
     assert a.section_hash("bm25") != b.section_hash("bm25")
+
+
+def _section_classes(cls=None):
+    from sptar.config import Section
+
+    for sub in (cls or Section).__subclasses__():
+        yield sub
+        yield from _section_classes(sub)
+
+
+def test_every_field_has_a_description():
+    missing = [f"{cls.__name__}.{name}" for cls in _section_classes()
+               for name, field in cls.model_fields.items() if not (field.description or "").strip()]
+    assert not missing
+
+
+# section_hash values recorded with the config before it became a package (sptar/config.py at
+# 3b15c87). A change to a key, a default or the dump format changes them and invalidates every
+# finished stage's manifest: if that is intended, record the new values here. Editing
+# pipelines/scifact-quick.yaml changes the scifact-quick ones too.
+SCIFACT_QUICK_HASHES = {
+    "dataset": "a2c12df56f925233", "split": "66593adeecb385d1", "models": "e2fed12390416193",
+    "bm25": "937ebb308a508e67", "dense": "911fe70859de82de", "tune": "fc3ba7c6232edb80",
+    "generate": "fbd034794f968645", "evaluate": "b80d7e24c998559a", "filter": "d3b3e1cdb93758a6",
+    "train": "d8481abb0bf4ce34", "export": "0c0234f9c954cafb", "report": "e2957db1c4870d0d",
+}
+SCIFACT_QUICK_STAGE_HASHES = {  # (stage, options) -> hash of the sections its output depends on
+    ("split", ()): "c6670d8fbd459f78", ("tune", ()): "8a17988cf7df6af3",
+    ("generate", ("sptar",)): "1992cec246e1b0f2", ("generate", ("inpars",)): "8cdc7f1a87b1f52c",
+    ("filter", ("sptar",)): "f359609079a70b28", ("train", ("sptar",)): "2fbcfb08ca3cc9f8",
+    ("evaluate", ("bm25",)): "cee8418e75538e80", ("evaluate", ("sptar",)): "09f7a6dc2e24d41e",
+    ("report", ()): "aff908d70b85260b",
+}
+DEFAULTS_HASHES = {  # every section at its defaults (dataset.name scifact)
+    "split": "701c1f599777b5ed", "dense": "b8590da0d79484b3", "tune": "1d2345f000ea5965",
+    "generate": "f9b1a3d374977db4", "filter": "ec16fea427e44965", "train": "e90e23c40ee4c16c",
+    "report": "ff5421c3b1726327",
+}
+
+
+def test_section_hashes_are_pinned():
+    import importlib
+
+    from sptar.config import Config
+    from sptar.stages import STAGES
+
+    cfg = load_config("scifact-quick")
+    assert {name: cfg.section_hash(name) for name in SCIFACT_QUICK_HASHES} == SCIFACT_QUICK_HASHES
+    for (stage, values), expected in SCIFACT_QUICK_STAGE_HASHES.items():
+        module_name, options = STAGES[stage]
+        names = importlib.import_module(module_name).sections(**dict(zip(options, values, strict=True)))
+        assert cfg.section_hash(*names) == expected, (stage, values)
+    defaults = Config.model_validate({"experiment": "defaults", "dataset": {"name": "scifact"}})
+    assert {name: defaults.section_hash(name) for name in DEFAULTS_HASHES} == DEFAULTS_HASHES
+
+
+# ---------------------------------------------------------------- sptar config --explain
+
+ALL_FILTERS = ("filter.steps=[{bm25_consistency: {k: 25}}, dedup, {length: {max_words: 20}},"
+               " {logprob_topn: {fraction: 0.5}}]")
+
+
+def _fields(model, prefix=""):
+    """(key, section class, field name, value) of every key, sections and filter steps and the
+    keys inside them included."""
+    from pydantic import BaseModel
+
+    from sptar.config import FilterStep
+
+    for name in type(model).model_fields:
+        key, value = prefix + name, getattr(model, name)
+        yield key, type(model), name, value
+        if isinstance(value, BaseModel):
+            yield from _fields(value, key + ".")
+        elif value and isinstance(value, list) and isinstance(value[0], FilterStep):
+            for index, step in enumerate(value):
+                yield from _fields(step.params, f"{key}.{index}.{step.name}.")
+
+
+def test_explain_lists_every_field_of_every_section_with_its_default(capsys):
+    from pydantic import BaseModel
+
+    from sptar.cli import main
+    from sptar.config import FilterStep
+    from sptar.config.explain import show
+
+    assert main(["config", "--config", "own-example", "--explain", "--set", ALL_FILTERS]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 100 for line in out.splitlines())
+    entries = out.replace("\n    ", " ").splitlines()  # one entry per line, wrapping undone
+    cfg = load_config("own-example", [ALL_FILTERS])
+    shown = set()
+    for key, cls, name, value in _fields(cfg):
+        field = cls.model_fields[name]
+        if "." not in key and isinstance(value, BaseModel):  # a top-level section: a heading
+            assert f"# {key}: {field.description}" in entries
+            shown.add((cls, name))
+            continue
+        container = isinstance(value, BaseModel) or key == "filter.steps"  # a heading and keys
+        head = f"{key}:  " if container else f"{key} = {show(value)}  "
+        entry = next(line for line in entries if line.startswith(head))
+        if key == "experiment":
+            assert entry.startswith(head + "(default: the pipeline file's name)")
+        elif field.is_required():
+            assert entry.startswith(head + "(required)")
+        elif value == field.default:
+            assert entry.startswith(head + "(default)  ")
+        else:
+            assert entry.startswith(f"{head}(default {show(field.default)})  ")
+        assert field.description in entry
+        shown.add((cls, name))
+    every = {(cls, name) for cls in _section_classes() if cls is not FilterStep
+             for name in cls.model_fields}
+    assert every <= shown
+    for section in ("dataset", "split", "filter", "train", "report"):
+        assert f"# {section}: " in out
+    assert any(line.startswith("filter.steps.3 = logprob_topn  keep the best n queries")
+               for line in entries)
+
+
+def test_explain_shows_a_changed_value_beside_its_default(capsys):
+    from sptar.cli import main
+
+    assert main(["config", "--config", "tiny", "--explain", "--set", "train.lr=5e-5",
+                 "--set", "bm25.top_k=100"]) == 0
+    entries = capsys.readouterr().out.replace("\n    ", " ").splitlines()
+    assert ("train.lr = 5e-05  (default 2e-05)  learning rate of the retriever fine-tuning (AdamW,"
+            " linear decay after warmup)") in entries
+    assert any(line.startswith("bm25.top_k = 100  (default 1000)  documents retrieved") for line in entries)
+    assert any(line.startswith("bm25.k1 = 0.9  (default)  term frequency") for line in entries)
+    assert any(line.startswith("dense.index = flat  (default)  ") and "(one of: flat, hnsw, ivf)" in line
+               for line in entries)
+
+
+def test_config_without_explain_prints_the_resolved_yaml(capsys):
+    import yaml
+
+    from sptar.cli import main
+
+    assert main(["config", "--config", "scifact-quick"]) == 0
+    out = capsys.readouterr().out
+    assert out == yaml.safe_dump(load_config("scifact-quick").model_dump(mode="json"), sort_keys=False)
+    assert out.startswith("experiment: scifact-quick\nseed: 42\ndevice: auto\ndataset:\n  name: scifact\n")
