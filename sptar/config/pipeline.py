@@ -15,9 +15,9 @@ from sptar.config.sections_filter import FilterConfig
 from sptar.config.sections_llm import GenerateConfig, ModelsConfig, TuneConfig
 from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfig, TrainConfig
 from sptar.paths import check_name
+from sptar.systems import SYSTEMS
 
-SYSTEMS = ("bm25", "zero-shot", "wo-aug", "inpars", "sptar")
-System = Literal["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
+System = Literal[SYSTEMS]
 
 
 class ReportConfig(Section):

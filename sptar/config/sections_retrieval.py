@@ -106,10 +106,8 @@ class TrainConfig(Section):
 
 
 class ExportConfig(Section):
-    """``sptar export``: the filtered weak set plus the labeled pairs as training data files."""
+    """``sptar export``: the rows sptar train trains on (labeled + filtered weak pairs, with the
+    train section's hard negatives) as training data files."""
 
     gold: bool = Field(True, description="include the labeled pairs of the split (marked source:"
                        " gold)")
-    hard_negatives: int = Field(1, ge=0, description="BM25-mined negatives per pair (0: none)")
-    hard_negative_depth: int = Field(30, ge=1, description="negatives are mined from this many BM25"
-                                     " results per query")
