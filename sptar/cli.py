@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", "-c", default="scifact-quick",
                         help="pipeline name (pipelines/<name>.yaml) or a YAML path")
     common.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config value, e.g. split.seed=1")
+                        metavar="KEY=VALUE", help="override a config value, e.g. tune.max_steps=60")
     common.add_argument("--seed", type=int, metavar="N", help="one run of a repeated pipeline:"
                         " seed N, in its own folder data/runs/<experiment>-seed<N>/")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
