@@ -18,17 +18,11 @@ import torch
 from common import prepared, report
 
 from sptar.models import load_causal_lm, resolve_device
+from sptar.prompt_pairs import check_data, eval_sets, load_data, sample_candidates
 from sptar.scoring import Scorer
 from sptar.softprompt import wrap_with_soft_prompt
 from sptar.stages import execute
-from sptar.tune import (
-    batch_sizes,
-    check_data,
-    eval_sets,
-    load_data,
-    prompt_format,
-    sample_candidates,
-)
+from sptar.tune import batch_sizes, prompt_format
 
 
 def main() -> None:

@@ -41,8 +41,9 @@ def generate_queries(model, tokenizer, fmt, docs, examples, max_new_tokens: int)
 
 def main(pipeline: str = "scifact-quick", n_samples: int = 10) -> None:
     from sptar.outputs.prompt import load_examples
+    from sptar.prompt_pairs import eval_sets, load_data
     from sptar.softprompt import load_tuned
-    from sptar.tune import eval_sets, load_data, output_dir, prompt_format
+    from sptar.tune import output_dir, prompt_format
 
     cfg = load_config(pipeline)
     paths = paths_for(cfg)

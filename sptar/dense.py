@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sptar.atomic import atomic_write, file_lock, remove_stale_temporaries
+from sptar.atomic import atomic_write, remove_stale_temporaries
+from sptar.chunks import Chunks
 from sptar.config import DenseConfig
 from sptar.errors import SptarError
 from sptar.formats import Corpus, Run, doc_text, read_json, write_json
@@ -120,8 +121,11 @@ def _cached_embeddings(cache_dir: Path, ids: list[str]) -> np.ndarray | None:
     return None
 
 
-def _chunk_path(cache_dir: Path, number: int, cfg: DenseConfig) -> Path:
-    return cache_dir / f"chunk-{number:06d}-{cfg.chunk_size}.npy"
+def _chunks(ids: list[str], cfg: DenseConfig, cache_dir: Path) -> Chunks:
+    """The corpus in chunks of ``dense.chunk_size`` documents, in corpus order."""
+    return Chunks(-(-len(ids) // cfg.chunk_size),
+                  lambda number: cache_dir / f"chunk-{number:06d}-{cfg.chunk_size}.npy",
+                  cache_dir / LOCK)
 
 
 def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path, shard: int = 0,
@@ -148,8 +152,7 @@ def encode_corpus(model, corpus: Corpus, cfg: DenseConfig, cache_dir: Path, shar
             return None
     if embeddings is not None:
         return embeddings
-    with file_lock(cache_dir / LOCK):
-        return _merge_chunks(ids, cfg, cache_dir)
+    return _merge_chunks(ids, cfg, cache_dir)
 
 
 def _encode_chunks(model, corpus: Corpus, ids: list[str], cfg: DenseConfig, cache_dir: Path,
@@ -160,38 +163,36 @@ def _encode_chunks(model, corpus: Corpus, ids: list[str], cfg: DenseConfig, cach
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Sorting by length (for batching) happens inside each chunk in sentence-transformers;
     # chunks follow corpus order so that a resumed or sharded run finds the same boundaries.
-    starts = [start for number, start in enumerate(range(0, len(ids), cfg.chunk_size))
-              if number % num_shards == shard]
+    chunks = _chunks(ids, cfg, cache_dir)
+    todo = chunks.todo(shard, num_shards)
     label = "encoding corpus" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
-    total = sum(len(ids[start:start + cfg.chunk_size]) for start in starts)
-    with tqdm(total=total, desc=label, unit="doc") as bar:
-        for start in starts:
-            part = _chunk_path(cache_dir, start // cfg.chunk_size, cfg)
-            block = ids[start:start + cfg.chunk_size]
-            if not part.is_file():
-                chunk = encode_texts(model, [doc_text(corpus[d]) for d in block], cfg,
-                                     calibration=calibration)
-                with atomic_write(part, "wb") as handle:
-                    np.save(handle, chunk)
+    blocks = {number: ids[number * cfg.chunk_size:(number + 1) * cfg.chunk_size] for number in todo}
+    with tqdm(total=sum(map(len, blocks.values())), desc=label, unit="doc") as bar:
+        for number, block in blocks.items():
+            chunk = encode_texts(model, [doc_text(corpus[d]) for d in block], cfg,
+                                 calibration=calibration)
+            with atomic_write(chunks.path(number), "wb") as handle:
+                np.save(handle, chunk)
             bar.update(len(block))
 
 
 def _merge_chunks(ids: list[str], cfg: DenseConfig, cache_dir: Path) -> np.ndarray | None:
     """Concatenate every chunk (corpus order) into ``embeddings.npy``; None if one is missing."""
-    parts = [_chunk_path(cache_dir, number, cfg) for number in range(-(-len(ids) // cfg.chunk_size))]
-    missing = sum(not part.is_file() for part in parts)
-    if missing:
-        log.info("%s: %d of %d chunk(s) still missing: the shard that finishes last merges",
-                 cache_dir, missing, len(parts))
-        return None
-    embeddings = (np.concatenate([np.load(part) for part in parts]) if parts
-                  else np.zeros((0, 0), np.float32))
-    with atomic_write(cache_dir / "embeddings.npy", "wb") as handle:
-        np.save(handle, embeddings)
-    write_json(cache_dir / "ids.json", ids)
-    for part in cache_dir.glob("chunk-*.npy"):
-        part.unlink()
-    remove_stale_temporaries(cache_dir)  # what a killed shard was writing: every chunk is here
+    chunks = _chunks(ids, cfg, cache_dir)
+    with chunks.merging() as complete:
+        if not complete:
+            log.info("%s: %d of %d chunk(s) still missing: the shard that finishes last merges",
+                     cache_dir, chunks.missing(), chunks.count)
+            return None
+        parts = [chunks.path(number) for number in range(chunks.count)]
+        embeddings = (np.concatenate([np.load(part) for part in parts]) if parts
+                      else np.zeros((0, 0), np.float32))
+        with atomic_write(cache_dir / "embeddings.npy", "wb") as handle:
+            np.save(handle, embeddings)
+        write_json(cache_dir / "ids.json", ids)
+        for part in cache_dir.glob("chunk-*.npy"):
+            part.unlink()
+        remove_stale_temporaries(cache_dir)  # what a killed shard was writing: every chunk is here
     return embeddings
 
 

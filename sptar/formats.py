@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +102,10 @@ def write_json(path: str | Path, obj: Any) -> None:
 def _record_id(path: Path, number: int, obj: dict[str, Any], name: str = "_id") -> str:
     if name not in obj:
         raise input_error(path, f"missing field '{name}'", line=number, fix=f"give every line an '{name}'")
-    return _check_id(path, number, obj[name], name)
+    return check_id(path, number, obj[name], name)
 
 
-def _check_id(path: Path, number: int, value: Any, name: str) -> str:
+def check_id(path: Path, number: int, value: Any, name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise input_error(path, f"'{name}' must be a string, got {type(value).__name__}", line=number,
                           fix="write ids as strings")
@@ -117,7 +116,7 @@ def _check_id(path: Path, number: int, value: Any, name: str) -> str:
     return value
 
 
-def _text_field(path: Path, number: int, obj: dict[str, Any], name: str, required: bool) -> str:
+def string_field(path: Path, number: int, obj: dict[str, Any], name: str, required: bool) -> str:
     if name not in obj or obj[name] is None:
         if required:
             raise input_error(path, f"missing field '{name}'", line=number,
@@ -138,8 +137,8 @@ def read_corpus(path: str | Path, id_field: str = "_id", title_field: str = "tit
     corpus: Corpus = {}
     for number, obj in iter_jsonl(path):
         doc_id = _record_id(path, number, obj, id_field)
-        text = _text_field(path, number, obj, text_field, required=True)
-        title = _text_field(path, number, obj, title_field, required=False)
+        text = string_field(path, number, obj, text_field, required=True)
+        title = string_field(path, number, obj, title_field, required=False)
         add_document(corpus, path, number, doc_id, title, text)
     return corpus
 
@@ -163,7 +162,7 @@ def read_queries(path: str | Path, with_metadata: bool = False):
     metadata: dict[str, dict[str, Any]] = {}
     for number, obj in iter_jsonl(path):
         query_id = _record_id(path, number, obj)
-        text = _text_field(path, number, obj, "text", required=True)
+        text = string_field(path, number, obj, "text", required=True)
         if not text.strip():
             raise input_error(path, f"query {query_id!r} has empty text", line=number,
                               fix="drop the query or give it text")
@@ -233,7 +232,7 @@ def write_qrels(path: str | Path, qrels: Mapping[str, Mapping[str, int]]) -> Non
 # ---------------------------------------------------------------- tables: CSV and TSV
 
 
-def _decode(path: Path, raw: bytes) -> str:
+def decode_text(path: Path, raw: bytes) -> str:
     """UTF-8 text of a whole file (BOM dropped); a bad byte is reported with its line."""
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
@@ -249,7 +248,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 
     if not path.is_file():
         raise input_error(path, "file not found", fix="check the path")
-    reader = csv.reader(io.StringIO(_decode(path, path.read_bytes()), newline=""), strict=True)
+    reader = csv.reader(io.StringIO(decode_text(path, path.read_bytes()), newline=""), strict=True)
     start = 1
     try:
         for row in reader:
@@ -300,96 +299,6 @@ def write_table(path: str | Path, columns: list[str], rows: Iterable[Mapping[str
         handle.write("\t".join(columns) + "\n")
         for row in rows:
             handle.write("\t".join(cell(row.get(c)) for c in columns) + "\n")
-
-
-def read_corpus_table(path: str | Path, delimiter: str, id_field: str = "_id",
-                      title_field: str = "title", text_field: str = "text") -> Corpus:
-    """A corpus as CSV/TSV: the header names the id and text columns (the title is optional)."""
-    path = Path(path)
-    corpus: Corpus = {}
-    for number, row in iter_table(path, delimiter, required=(id_field, text_field)):
-        doc_id = _check_id(path, number, row[id_field].strip(), id_field)
-        add_document(corpus, path, number, doc_id, row.get(title_field, ""), row[text_field])
-    return corpus
-
-
-# ---------------------------------------------------------------- a folder of text files
-
-
-def read_corpus_folder(folder: str | Path, extensions: Iterable[str] = (".txt", ".md")) -> Corpus:
-    """Every file with one of ``extensions`` under ``folder`` (hidden files and folders
-    skipped), id = its path relative to ``folder``; a Markdown file whose first line is a
-    ``# heading`` has that heading as its title, the rest as its text."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise input_error(folder, "corpus folder not found", fix="check dataset.corpus.path")
-    wanted = {ext.lower() for ext in extensions}
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    if not files:
-        raise input_error(folder, f"no {'/'.join(sorted(wanted))} files in the folder",
-                          fix="check dataset.corpus.path and dataset.corpus.extensions")
-    corpus: Corpus = {}
-    for file in files:
-        doc_id = file.relative_to(folder).as_posix()
-        if any(char.isspace() for char in doc_id):
-            raise input_error(file, f"document id {doc_id!r} (the relative path) contains "
-                              "whitespace", fix="rename the file: ids end up in TREC run files")
-        text = _decode(file, file.read_bytes()).strip()
-        title = ""
-        if file.suffix.lower() == ".md" and text.startswith("# "):
-            title, _, text = text.partition("\n")
-            title, text = title[2:].strip(), text.strip()
-        add_document(corpus, file, None, doc_id, title, text)
-    return corpus
-
-
-# ---------------------------------------------------------------- labeled examples
-
-
-@dataclass(frozen=True)
-class LabeledPair:
-    """One row of an examples file: a query and its relevant document, by id or by text."""
-
-    line: int
-    query: str
-    doc_id: str | None
-    doc_text: str | None
-
-
-EXAMPLE_COLUMNS = ("query", "doc_id", "doc_text")
-
-
-def read_examples(path: str | Path) -> list[LabeledPair]:
-    """Labeled pairs from a TSV/CSV (header ``query`` plus ``doc_id`` and/or ``doc_text``) or a
-    JSONL file (``{"query": ..., "doc_id": ...}`` or ``{"query": ..., "doc_text": ...}``); each
-    row names its document one way."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows: Iterable[tuple[int, dict[str, Any]]] = iter_jsonl(path)
-    elif suffix in (".tsv", ".csv"):
-        rows = iter_table(path, "\t" if suffix == ".tsv" else ",", required=("query",))
-    else:
-        raise input_error(path, f"unknown examples format {suffix or '(no suffix)'!r}",
-                          fix="use a .tsv, .csv or .jsonl file")
-    pairs = []
-    for number, row in rows:
-        unknown = sorted(set(row) - set(EXAMPLE_COLUMNS))
-        if unknown:
-            raise input_error(path, f"unknown field {unknown[0]!r}", line=number,
-                              fix=f"use only {', '.join(EXAMPLE_COLUMNS)}")
-        query = _text_field(path, number, row, "query", required=True).strip()
-        if not query:
-            raise input_error(path, "empty query", line=number, fix="give every row a query")
-        doc_id = row.get("doc_id")
-        doc_id = "" if doc_id in (None, "") else _check_id(path, number, doc_id, "doc_id").strip()
-        text = _text_field(path, number, row, "doc_text", required=False).strip()
-        if bool(doc_id) == bool(text):
-            raise input_error(path, "a row needs exactly one of doc_id and doc_text", line=number,
-                              fix="name the relevant document by its id or by its text")
-        pairs.append(LabeledPair(number, query, doc_id or None, text or None))
-    return pairs
 
 
 # ---------------------------------------------------------------- TREC runs

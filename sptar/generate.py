@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from sptar.atomic import file_lock, remove_stale_temporaries
+from sptar.chunks import Chunks
 from sptar.config import Config
 from sptar.errors import SptarError
 from sptar.formats import (
@@ -70,68 +71,12 @@ from sptar.prompts import Prompt
 from sptar.resources import check_disk_space, decoding_rows, generated_bytes, memory_guard
 from sptar.shards import resolve_shard
 from sptar.stages import PARTIAL
+from sptar.text import clean_query
 
 log = logging.getLogger(__name__)
 
 PARTS = "parts"
 FORMAT_VERSION = 2  # bump when the chunk records or the post-processing change
-
-
-# ---------------------------------------------------------------- post-processing
-
-_LABEL = re.compile(r"^(?:relevant\s+)?(?:query|question)\s*\d*\s*:\s*", re.IGNORECASE)
-_PROMPT_BLOCK = re.compile(r"^(?:document|example\s*\d*)\s*:", re.IGNORECASE)
-_QUOTES = "\"'`“”‘’"
-
-
-def clean_query(raw: str) -> tuple[str, str | None]:
-    """``(query, None)``, or ``("", reason)`` when nothing usable was written.
-
-    SPTAR's post-processing: keep the first line, drop an echoed prompt label such as
-    ``Relevant Query:``, strip quotes, and cut a tail that repeats itself.
-    """
-    line = re.split(r"[\r\n]", raw, maxsplit=1)[0]
-    text = " ".join(line.split())
-    while (match := _LABEL.match(text)) is not None:
-        text = text[match.end():]
-    if _PROMPT_BLOCK.match(text):
-        return "", "prompt echo"
-    text = text.strip(_QUOTES + " ")
-    text = cut_repeated_tail(text)
-    if not any(ch.isalnum() for ch in text):
-        return "", "empty"
-    return text, None
-
-
-def cut_repeated_tail(text: str) -> str:
-    """Keep one copy of what the model started to repeat.
-
-    - a word sequence repeating at the end: ``a b c a b c a`` -> ``a b c`` (a period of one word
-      needs three copies, ``the the the``; longer periods two; the last word may be cut short,
-      as when ``max_new_tokens`` ends the line mid-word);
-    - a restart: the query's first three words again after a sentence end (``What is the X? What
-      is the Y`` -> ``What is the X?``).
-    """
-    words = text.split()
-    folded = [w.lower() for w in words]
-    n = len(words)
-
-    def same(i: int, j: int) -> bool:  # word j repeats word i (the last word may be partial)
-        return folded[i] == folded[j] or (j == n - 1 and folded[i].startswith(folded[j]))
-
-    best = n
-    for period in range(1, n // 2 + 1):
-        start = n - period
-        while start > 0 and same(start - 1, start - 1 + period):
-            start -= 1
-        copies = 3 if period == 1 else 2
-        if n - start >= copies * period:
-            best = min(best, start + period)
-    for i in range(3, best - 2):
-        if folded[i:i + 3] == folded[:3] and any(mark in words[i - 1] for mark in ".?!"):
-            best = i
-            break
-    return " ".join(words[:best]) if best < n else text
 
 
 # ---------------------------------------------------------------- prompts
@@ -238,8 +183,8 @@ class Workspace:
     def chunk(self, number: int) -> Path:
         return self.parts / f"chunk-{number:06d}.jsonl"
 
-    def done(self, count: int) -> list[int]:
-        return [c for c in range(count) if self.chunk(c).is_file()]
+    def chunks(self, count: int) -> Chunks:
+        return Chunks(count, self.chunk, self.lock)
 
     def claim(self, fingerprint: dict[str, Any], overwrite: bool, sole_writer: bool) -> int:
         """Check ``parts/run.json`` against ``fingerprint`` (or start it); return chunks present."""
@@ -345,7 +290,8 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
     fmt = prompt.format(tokenizer, cfg.generate.max_doc_tokens)
     doc_tokens = {d: fmt.doc_ids(doc_text(corpus[d]), len(prompt.examples)) for d in pool}
     chunks = plan_chunks(pool, doc_tokens, cfg.generate.chunk_size)
-    mine = [c for c in range(len(chunks)) if c % num_shards == shard and not work.chunk(c).is_file()]
+    parts = work.chunks(len(chunks))
+    mine = parts.todo(shard, num_shards)
     stats: dict[str, Any] = {"chunks": len(mine), "docs": sum(len(chunks[c]) for c in mine)}
     if mine:
         gen = cfg.generate
@@ -353,11 +299,10 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
                                                       gen.max_new_tokens), "the generated queries")
         stats.update(_generate_chunks(cfg, work, chunks, mine, doc_tokens, prompt, device, fmt,
                                       shard, num_shards, f"generate {variant}"))
-    with file_lock(work.lock):
-        done = work.done(len(chunks))
-        if len(done) < len(chunks):
+    with parts.merging() as complete:
+        if not complete:
             return {PARTIAL: f"shard {shard}/{num_shards} finished its chunks; "
-                              f"{len(chunks) - len(done)} of {len(chunks)} chunk(s) still missing "
+                              f"{parts.missing()} of {len(chunks)} chunk(s) still missing "
                               "(the last shard to finish, or any later run, merges)"}
         summary = merge(work, len(chunks), pool, corpus, variant)
         shutil.rmtree(work.parts)

@@ -30,17 +30,8 @@ from typing import Any
 
 from sptar.config import Config, CorpusSource
 from sptar.errors import SptarError, input_error
-from sptar.formats import (
-    Corpus,
-    LabeledPair,
-    Qrels,
-    Queries,
-    read_corpus,
-    read_corpus_folder,
-    read_corpus_table,
-    read_examples,
-    sha256_file,
-)
+from sptar.formats import Corpus, Qrels, Queries, read_corpus, sha256_file
+from sptar.own_readers import LabeledPair, read_corpus_folder, read_corpus_table, read_examples
 
 log = logging.getLogger(__name__)
 

@@ -31,29 +31,30 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sptar.config import Config
-from sptar.errors import SptarError
-from sptar.formats import doc_text
-from sptar.outputs.dataset import load_corpus
-from sptar.outputs.fewshot import PROMPT_EVAL, PROMPT_TRAIN, load_split
 from sptar.outputs.prompt import loss_curve_file, write_prompt
 from sptar.paths import Paths
 from sptar.plots import write_loss_curve
-from sptar.prompts import Example, PromptFormat, Style, pad_batch
-from sptar.scoring import Row, Scorer, target_nll
-from sptar.softprompt import soft_prompt_weights, wrap_with_soft_prompt
+from sptar.prompt_pairs import (
+    EvalSet,
+    Pair,
+    TuneData,
+    check_data,
+    eval_sets,
+    load_data,
+    sample_candidates,
+)
+from sptar.prompt_training import TrainResult, train_prompt
+from sptar.prompts import PromptFormat, Style
+from sptar.scoring import Row, Scorer
+from sptar.softprompt import wrap_with_soft_prompt
 
 log = logging.getLogger(__name__)
-
-Pair = tuple[str, str]  # (query id, doc id)
-
 
 # ---------------------------------------------------------------- stage interface
 
@@ -76,243 +77,11 @@ def prompt_format(cfg: Config, tokenizer, style: Style = "sptar") -> PromptForma
                         cfg.tune.max_query_tokens)
 
 
-# ---------------------------------------------------------------- data
-
-
-@dataclass
-class TuneData:
-    """The prompt-train and prompt-eval pairs with their texts."""
-
-    train: list[Pair]
-    eval: list[Pair]  # shuffled by seed
-    texts: dict[Pair, Example] = field(repr=False)  # pair -> (document text, query)
-
-    def examples(self, pairs: Sequence[Pair]) -> list[Example]:
-        return [self.texts[pair] for pair in pairs]
-
-
-def load_data(cfg: Config, paths: Paths) -> TuneData:
-    split = load_split(paths)
-    train, evals = split.pairs(PROMPT_TRAIN), split.pairs(PROMPT_EVAL)
-    corpus = load_corpus(paths)
-    missing = [did for _, did in train + evals if did not in corpus]
-    if missing:
-        raise SptarError(f"{paths.stage('split')}: document {missing[0]!r} is not in {paths.beir}"
-                         " (fix: re-run `sptar split` after `sptar data`)")
-    texts = {(qid, did): (doc_text(corpus[did]), split.queries[qid]) for qid, did in train + evals}
-    random.Random(f"{cfg.seed}-tune-eval-order").shuffle(evals)
-    return TuneData(train=train, eval=evals, texts=texts)
-
-
-def check_data(cfg: Config, data: TuneData) -> None:
-    """Fail before any model is loaded when the split cannot feed the configured tuning."""
-    k = cfg.tune.n_examples
-    queries = len({qid for qid, _ in data.train})
-    if k and queries < k + 1:
-        raise SptarError(f"tune.n_examples is {k}, but every training prompt needs {k} example pairs"
-                         f" from other prompt-train queries and the split has {queries} prompt-train"
-                         f" quer{'y' if queries == 1 else 'ies'} (fix: lower tune.n_examples or raise"
-                         " split.n_prompt_train)")
-    if not data.eval:
-        raise SptarError("the split has no prompt-eval pairs (fix: raise split.n_prompt_eval)")
-
-
-def draw_examples(rng: random.Random, pairs: Sequence[Pair], k: int,
-                  exclude_query: str | None = None) -> tuple[Pair, ...]:
-    """``k`` pairs of distinct queries (none of them ``exclude_query``), in random order."""
-    picked: list[Pair] = []
-    seen = {exclude_query}
-    for pair in rng.sample(list(pairs), len(pairs)):
-        if len(picked) == k:
-            break
-        if pair[0] not in seen:
-            picked.append(pair)
-            seen.add(pair[0])
-    if len(picked) < k:
-        raise SptarError(f"tune.n_examples is {k}, but only {len(picked)} prompt-train queries are"
-                         " available as examples (fix: lower tune.n_examples)")
-    return tuple(picked)
-
-
-def sample_candidates(pairs: Sequence[Pair], k: int, n: int, seed: str) -> list[tuple[Pair, ...]]:
-    """Up to ``n`` distinct example sets of ``k`` pairs (just the empty set when ``k`` is 0)."""
-    if k == 0:
-        return [()]
-    rng = random.Random(seed)
-    candidates: list[tuple[Pair, ...]] = []
-    seen: set[frozenset[Pair]] = set()
-    for _ in range(50 * n):
-        candidate = draw_examples(rng, pairs, k)
-        if frozenset(candidate) not in seen:
-            seen.add(frozenset(candidate))
-            candidates.append(candidate)
-            if len(candidates) == n:
-                break
-    return candidates
-
-
-@dataclass
-class EvalSet:
-    """Prompt-eval pairs, each with its own random example pairs (drawn once, by seed)."""
-
-    pairs: list[Pair]
-    random_examples: list[tuple[Pair, ...]]
-
-    def rows(self, data: TuneData, fmt: PromptFormat, examples: Sequence[Pair] | None = None) -> list[Row]:
-        """The scoring prompts: each pair's random examples, or ``examples`` for every pair."""
-        shots = self.random_examples if examples is None else [tuple(examples)] * len(self.pairs)
-        return [fmt.training_example(*data.texts[pair], data.examples(shot))
-                for pair, shot in zip(self.pairs, shots, strict=True)]
-
-
-def eval_sets(cfg: Config, data: TuneData) -> tuple[EvalSet, EvalSet]:
-    """The eval set (early stopping, the filter, the figures) and the held-out set (no choice)."""
-    rng = random.Random(f"{cfg.seed}-tune-eval-examples")
-    n_eval = cfg.tune.eval_pairs or len(data.eval)
-    wanted = cfg.tune.heldout_eval_pairs
-    heldout = data.eval[n_eval:n_eval + wanted]
-    if len(heldout) < wanted:
-        log.warning("tune.heldout_eval_pairs is %d but only %d prompt-eval pairs are left after the"
-                    " %d of tune.eval_pairs", wanted, len(heldout), n_eval)
-
-    def draw(pairs: list[Pair]) -> EvalSet:
-        return EvalSet(pairs, [draw_examples(rng, data.train, cfg.tune.n_examples) for _ in pairs])
-
-    return draw(data.eval[:n_eval]), draw(heldout)
-
-
 # ---------------------------------------------------------------- scoring
 
 
 def loss_entry(loss: float, **extra: Any) -> dict[str, Any]:
     return {"eval_loss": round(loss, 6), "perplexity": round(math.exp(loss), 4), **extra}
-
-
-# ---------------------------------------------------------------- training
-
-
-@dataclass
-class TrainResult:
-    log_rows: list[dict[str, Any]]
-    steps: int
-    best_step: int
-    best_loss: float
-    initial_loss: float
-    stopped_early: bool
-    train_seconds: float
-    eval_seconds: float
-
-
-@dataclass
-class _EarlyStopping:
-    patience: int
-    best_loss: float = math.inf
-    best_step: int = 0
-    best_weights: Any = None
-    bad_evals: int = 0
-
-    def update(self, loss: float, step: int, weights) -> bool:
-        """Record an eval; return True when it is time to stop."""
-        if loss < self.best_loss:
-            self.best_loss, self.best_step, self.bad_evals = loss, step, 0
-            self.best_weights = weights.detach().clone()
-        else:
-            self.bad_evals += 1
-        return self.bad_evals >= self.patience
-
-
-def _chunks(items: Sequence, size: int) -> list:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _accumulate_gradients(peft_model, rows: Sequence[Row], micro_batch: int, pad_id: int,
-                          device: str, n_virtual: int) -> tuple[float, int]:
-    """Backpropagate the mean query-token loss of ``rows`` in micro-batches (right-padded)."""
-    batches = _chunks(rows, micro_batch)
-    total, tokens = 0.0, 0
-    for batch in batches:
-        ids, mask, labels = pad_batch([r[0] for r in batch], pad_id, "right",
-                                      labels=[r[1] for r in batch])
-        nll, count = target_nll(peft_model, ids.to(device), mask.to(device), labels.to(device),
-                                n_virtual)
-        loss = nll.sum() / count.sum()
-        (loss / len(batches)).backward()
-        total += loss.item() / len(batches)
-        tokens += int(count.sum())
-    return total, tokens
-
-
-def train_prompt(cfg: Config, peft_model, fmt: PromptFormat, data: TuneData,
-                 early_rows: Sequence[Row], scorer: Scorer, micro_batch: int,
-                 device: str) -> TrainResult:
-    """Tune the soft prompt; keep the one with the best eval loss on ``early_rows``."""
-    import torch
-    from tqdm.auto import tqdm
-
-    tune = cfg.tune
-    weights = soft_prompt_weights(peft_model)
-    optimizer = torch.optim.AdamW([weights], lr=tune.lr)
-    per_epoch = math.ceil(math.ceil(len(data.train) / micro_batch) / tune.grad_accum)
-    planned = tune.epochs * per_epoch
-    if tune.max_steps is not None:
-        planned = min(planned, tune.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / planned))
-    rng = random.Random(f"{cfg.seed}-tune-train")
-    stopper = _EarlyStopping(tune.patience)
-    log_rows: list[dict[str, Any]] = []
-    timing = {"train": 0.0, "eval": 0.0}
-
-    def evaluate(step: int, epoch: int) -> bool:
-        started = time.time()
-        loss = scorer.loss(early_rows)
-        timing["eval"] += time.time() - started
-        stop = stopper.update(loss, step, weights)
-        log_rows.append({"type": "eval", "step": step, "epoch": epoch, "eval_loss": round(loss, 6),
-                         "eval_perplexity": round(math.exp(loss), 4),
-                         "best": stopper.best_step == step})
-        log.info("step %d: eval loss %.4f (perplexity %.2f)%s", step, loss, math.exp(loss),
-                 " best" if stopper.best_step == step else "")
-        return stop
-
-    evaluate(0, 0)
-    initial_loss = stopper.best_loss
-    step, stop, last_eval = 0, False, 0
-    progress = tqdm(total=planned, desc="prompt tuning", unit="step")
-    for epoch in range(1, tune.epochs + 1):
-        order = rng.sample(data.train, len(data.train))
-        for pairs in _chunks(order, micro_batch * tune.grad_accum):
-            started = time.time()
-            rows = [fmt.training_example(*data.texts[pair], data.examples(
-                        draw_examples(rng, data.train, tune.n_examples, exclude_query=pair[0])))
-                    for pair in pairs]  # built as needed: a large split is cut short by max_steps
-            step_loss, tokens = _accumulate_gradients(peft_model, rows, micro_batch, scorer.pad_id,
-                                                      device, tune.n_virtual_tokens)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seconds = time.time() - started
-            timing["train"] += seconds
-            log_rows.append({"type": "step", "step": step, "epoch": epoch, "loss": round(step_loss, 6),
-                             "lr": scheduler.get_last_lr()[0], "target_tokens": tokens,
-                             "seconds": round(seconds, 3)})
-            progress.update(1)
-            progress.set_postfix(loss=f"{step_loss:.3f}")
-            if tune.eval_every and step % tune.eval_every == 0:
-                stop, last_eval = evaluate(step, epoch), step
-            if stop or step >= planned:
-                break
-        if tune.eval_every is None and last_eval != step:
-            stop, last_eval = evaluate(step, epoch), step
-        if stop or step >= planned:
-            break
-    progress.close()
-    if last_eval != step:
-        evaluate(step, epoch)
-    with torch.no_grad():
-        weights.copy_(stopper.best_weights)
-    return TrainResult(log_rows, step, stopper.best_step, stopper.best_loss, initial_loss,
-                       stop, timing["train"], timing["eval"])
 
 
 # ---------------------------------------------------------------- the soft prompt filter

@@ -16,9 +16,10 @@ from sptar.formats import (
     read_queries,
     write_json,
 )
-from sptar.generate import Item, clean_query, cut_repeated_tail, generate_items
+from sptar.generate import Item, generate_items
 from sptar.outputs.fewshot import load_split
 from sptar.stages import PARTIAL, execute, paths_for
+from sptar.text import clean_query, cut_repeated_tail
 
 NEWLINE = 198  # "\n" in the SmolLM2 tokenizer
 FILES = ("queries.jsonl", "qrels/train.tsv", "dropped.jsonl")

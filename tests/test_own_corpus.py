@@ -11,18 +11,11 @@ import pytest
 from sptar import demo_corpus
 from sptar.config import CorpusSource, load_config
 from sptar.errors import SptarError
-from sptar.formats import (
-    LabeledPair,
-    doc_text,
-    iter_table,
-    read_corpus_folder,
-    read_examples,
-    read_jsonl,
-    read_queries,
-)
+from sptar.formats import doc_text, iter_table, read_jsonl, read_queries
 from sptar.outputs.dataset import load_beir
 from sptar.outputs.fewshot import load_split
 from sptar.own import read_local_corpus
+from sptar.own_readers import LabeledPair, read_corpus_folder, read_examples
 from sptar.stages import execute, paths_for
 
 from .conftest import ROOT

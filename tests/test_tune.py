@@ -12,20 +12,13 @@ from sptar.config import load_config
 from sptar.errors import SptarError
 from sptar.formats import read_json, read_jsonl
 from sptar.outputs.prompt import load_examples
+from sptar.prompt_pairs import draw_examples, eval_sets, load_data, sample_candidates
+from sptar.prompt_training import _EarlyStopping
 from sptar.prompts import IGNORE_INDEX, PromptFormat, pad_batch
 from sptar.scoring import Scorer, shared_length, target_nll
 from sptar.softprompt import load_tuned
 from sptar.stages import execute, paths_for
-from sptar.tune import (
-    _EarlyStopping,
-    choose,
-    draw_examples,
-    eval_sets,
-    load_data,
-    output_dir,
-    prompt_format,
-    sample_candidates,
-)
+from sptar.tune import choose, output_dir, prompt_format
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
