@@ -21,7 +21,7 @@ from common import prepared, report
 from sptar.bm25 import BM25Searcher
 from sptar.models import resolve_device
 from sptar.outputs.dataset import load_corpus
-from sptar.train import fit
+from sptar.trainer import fit
 from sptar.trainset import add_hard_negatives, build_training_data
 
 SETTINGS = {  # name: train config overrides; the first is the plain way

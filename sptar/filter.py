@@ -22,32 +22,23 @@ so that the statistics show what each choice of k would keep.
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sptar.bm25 import recorded_rank, search_depth
 from sptar.config import (
-    BM25ConsistencyFilter,
     Config,
-    DedupFilter,
-    LengthFilter,
-    LogprobTopNFilter,
 )
-from sptar.errors import SptarError, input_error
 from sptar.formats import (
     Corpus,
-    doc_text,
     write_json,
 )
 from sptar.outputs.dataset import load_corpus
 from sptar.outputs.weakset import WeakSet, read_weak_set, write_weak_set
 from sptar.paths import Paths
-from sptar.text import words
+from sptar.weak_filters import Context, Outcome, apply_steps, logprob_of, n_words, share
 
 log = logging.getLogger(__name__)
 
@@ -55,205 +46,6 @@ STATS = "stats.json"
 SHARE_AT_K = (10, 30, 70, 100)
 RANK_BUCKETS = ((1, 1), (2, 3), (4, 10), (11, 30), (31, 70), (71, 100))
 NOT_FOUND = ">100/not found"
-
-
-@dataclass
-class Context:
-    """What the filters look at besides the query ids they get."""
-
-    weak: WeakSet
-    corpus: Corpus
-    ranks: dict[str, int]  # exact BM25 rank of the source doc; 0 when it shares no term
-    depth: int
-    _doc_tokens: dict[str, list[str]] = field(default_factory=dict)
-
-    def doc_tokens(self, doc_id: str) -> list[str]:
-        if doc_id not in self._doc_tokens:
-            self._doc_tokens[doc_id] = words(doc_text(self.corpus[doc_id]))
-        return self._doc_tokens[doc_id]
-
-
-# A filter takes the ids that reach it (in order) and returns {dropped id: reason}.
-Filter = Callable[[list[str], Context, Any], dict[str, str]]
-
-
-# ---------------------------------------------------------------- text helpers
-
-def n_words(text: str) -> int:
-    """Whitespace-separated words: what the length filter and the statistics count."""
-    return len(text.split())
-
-
-def longest_shared_run(query: list[str], doc: list[str]) -> int:
-    """The longest run of consecutive tokens that ``query`` and ``doc`` share verbatim."""
-    positions: dict[str, list[int]] = {}
-    for index, token in enumerate(doc):
-        positions.setdefault(token, []).append(index)
-    best, previous = 0, {}
-    for token in query:
-        current = {j: previous.get(j - 1, 0) + 1 for j in positions.get(token, ())}
-        if current:
-            best = max(best, max(current.values()))
-        previous = current
-    return best
-
-
-class NearDuplicateIndex:
-    """Finds an indexed token set with Jaccard similarity >= ``threshold`` to a new one.
-
-    Exact, without comparing all pairs (prefix filtering, as in all-pairs similarity joins):
-    with tokens in one global order (rarest first), two sets whose Jaccard similarity is at
-    least t share a token among the first ``|x| - ceil(t |x|) + 1`` tokens of each.
-    """
-
-    def __init__(self, threshold: float, token_counts: Counter):
-        self.threshold = threshold
-        self.counts = token_counts
-        self.sets: list[frozenset[str]] = []
-        self.labels: list[str] = []
-        self.postings: dict[str, list[int]] = {}
-
-    def _prefix(self, tokens: frozenset[str]) -> list[str]:
-        ordered = sorted(tokens, key=lambda t: (self.counts[t], t))
-        size = len(ordered) - math.ceil(self.threshold * len(ordered) - 1e-9) + 1
-        return ordered[:max(size, 1)]
-
-    def find(self, tokens: frozenset[str]) -> tuple[str, float] | None:
-        """The first indexed set (by insertion) similar enough to ``tokens``, and the similarity."""
-        if not tokens:
-            return None
-        candidates = sorted({i for t in self._prefix(tokens) for i in self.postings.get(t, ())})
-        for index in candidates:
-            other = self.sets[index]
-            similarity = len(tokens & other) / len(tokens | other)
-            if similarity >= self.threshold:
-                return self.labels[index], similarity
-        return None
-
-    def add(self, tokens: frozenset[str], label: str) -> None:
-        if not tokens:
-            return
-        for token in self._prefix(tokens):
-            self.postings.setdefault(token, []).append(len(self.sets))
-        self.sets.append(tokens)
-        self.labels.append(label)
-
-
-# ---------------------------------------------------------------- the filters
-
-
-def bm25_consistency(ids: list[str], ctx: Context, params: BM25ConsistencyFilter) -> dict[str, str]:
-    dropped = {}
-    for query_id in ids:
-        rank = ctx.ranks[query_id]
-        if rank == 0:
-            dropped[query_id] = ("bm25_consistency: the query shares no term with its source"
-                                 " document (BM25 never retrieves it)")
-        elif rank > params.k:
-            dropped[query_id] = f"bm25_consistency: source document ranked {rank} > k={params.k}"
-    return dropped
-
-
-def dedup(ids: list[str], ctx: Context, params: DedupFilter) -> dict[str, str]:
-    """Copies of the document first (so they never shadow a later query), then duplicates."""
-    dropped: dict[str, str] = {}
-    tokens = {query_id: words(ctx.weak.queries[query_id]) for query_id in ids}
-    for query_id in ids:
-        query = tokens[query_id]
-        run = longest_shared_run(query, ctx.doc_tokens(ctx.weak.source[query_id]))
-        if run >= params.copy_words or (run >= params.copy_min_words
-                                        and run >= params.copy_fraction * len(query)):
-            dropped[query_id] = (f"dedup: copies {run} consecutive words of its document verbatim"
-                                 f" ({run} of its {len(query)} words)")
-    remaining = [query_id for query_id in ids if query_id not in dropped]
-    counts = Counter(t for query_id in remaining for t in set(tokens[query_id]))
-    near = NearDuplicateIndex(params.near_jaccard, counts)
-    exact: dict[tuple[str, ...], str] = {}
-    for query_id in remaining:
-        key = tuple(tokens[query_id])
-        if key in exact:
-            dropped[query_id] = f"dedup: exact duplicate of {exact[key]} (after normalisation)"
-            continue
-        token_set = frozenset(key)
-        match = near.find(token_set)
-        if match is not None:
-            dropped[query_id] = (f"dedup: near-duplicate of {match[0]} (token-set Jaccard"
-                                 f" {match[1]:.2f} >= {params.near_jaccard})")
-            continue
-        exact[key] = query_id
-        near.add(token_set, query_id)
-    return dropped
-
-
-def length(ids: list[str], ctx: Context, params: LengthFilter) -> dict[str, str]:
-    dropped = {}
-    for query_id in ids:
-        count = n_words(ctx.weak.queries[query_id])
-        if count < params.min_words:
-            dropped[query_id] = f"length: {count} words < min_words={params.min_words}"
-        elif count > params.max_words:
-            dropped[query_id] = f"length: {count} words > max_words={params.max_words}"
-    return dropped
-
-
-def logprob_topn(ids: list[str], ctx: Context, params: LogprobTopNFilter) -> dict[str, str]:
-    """Keep the best n (or fraction) by mean log-probability; ties go to the earlier query."""
-    logprob = {query_id: _logprob(ctx.weak, query_id) for query_id in ids}
-    if params.n is not None:
-        keep, what = min(params.n, len(ids)), f"n={params.n}"
-    else:
-        keep, what = max(1, round(params.fraction * len(ids))), f"fraction={params.fraction}"
-    order = sorted(range(len(ids)), key=lambda i: (-logprob[ids[i]], i))
-    if keep >= len(ids):
-        return {}
-    cut = logprob[ids[order[keep - 1]]]
-    return {ids[i]: (f"logprob_topn: mean log-probability {logprob[ids[i]]:.3f} not among the best"
-                     f" {keep} of {len(ids)} ({what}, cut-off {cut:.3f})") for i in order[keep:]}
-
-
-def _logprob(weak: WeakSet, query_id: str) -> float:
-    value = weak.metadata[query_id].get("logprob")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise input_error(weak.queries_file, f"query {query_id!r} has no numeric"
-                          f" metadata 'logprob' (got {value!r})",
-                          fix="re-run sptar generate, or drop logprob_topn from filter.steps")
-    return float(value)
-
-
-FILTERS: dict[str, Filter] = {"bm25_consistency": bm25_consistency, "dedup": dedup,
-                              "length": length, "logprob_topn": logprob_topn}
-
-
-# ---------------------------------------------------------------- applying the steps
-
-
-@dataclass
-class Outcome:
-    kept: list[str]
-    dropped: dict[str, tuple[str, str]]  # query id -> (filter, reason)
-    steps: list[dict[str, Any]]
-
-
-def apply_steps(cfg: Config, ctx: Context) -> Outcome:
-    """Run ``filter.steps`` in order; an error when a step leaves nothing."""
-    kept = list(ctx.weak.queries)
-    total = len(kept)
-    dropped: dict[str, tuple[str, str]] = {}
-    steps = []
-    for number, step in enumerate(cfg.filter.steps, start=1):
-        removed = FILTERS[step.name](kept, ctx, step.params)
-        before = len(kept)
-        kept = [query_id for query_id in kept if query_id not in removed]
-        dropped.update({query_id: (step.name, reason) for query_id, reason in removed.items()})
-        steps.append({"step": number, "filter": step.name,
-                      "params": step.params.model_dump(mode="json"), "in": before,
-                      "kept": len(kept), "share_of_step": _share(len(kept), before),
-                      "share_of_input": _share(len(kept), total)})
-        if not kept:
-            raise SptarError(f"filter: step {number} '{step.name}' removed all {before} remaining"
-                             f" queries of {ctx.weak.folder} (fix: loosen or remove it in"
-                             " filter.steps)")
-    return Outcome(kept, dropped, steps)
 
 
 def source_ranks(cfg: Config, weak: WeakSet, corpus: Corpus) -> dict[str, int]:
@@ -267,10 +59,6 @@ def source_ranks(cfg: Config, weak: WeakSet, corpus: Corpus) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def _share(part: int, whole: int) -> float:
-    return round(part / whole, 4) if whole else 0.0
 
 
 def rank_histogram(ranks: list[int]) -> dict[str, int]:
@@ -294,7 +82,7 @@ def build_stats(variant: str, ctx: Context, outcome: Outcome) -> dict[str, Any]:
         "variant": variant,
         "input": total,
         "kept": len(outcome.kept),
-        "kept_share": _share(len(outcome.kept), total),
+        "kept_share": share(len(outcome.kept), total),
         "steps": outcome.steps,
         "dropped_by_filter": dict(reasons),
         "bm25": {
@@ -303,7 +91,7 @@ def build_stats(variant: str, ctx: Context, outcome: Outcome) -> dict[str, Any]:
                                " source document (whole corpus)",
             "rank_histogram_input": rank_histogram(input_ranks),
             "rank_histogram_kept": rank_histogram(kept_ranks),
-            "kept_share_at_k": {str(k): _share(sum(0 < r <= k for r in input_ranks), total)
+            "kept_share_at_k": {str(k): share(sum(0 < r <= k for r in input_ranks), total)
                                 for k in SHARE_AT_K},
         },
         "median_query_words": {
@@ -323,7 +111,7 @@ def log_table(stats: dict[str, Any]) -> None:
     bm25 = stats["bm25"]
     histogram = bm25["rank_histogram_input"]
     lines.append("  BM25 rank of the source doc: " + ", ".join(
-        f"{bucket}: {_share(count, stats['input']):.1%}" for bucket, count in histogram.items()))
+        f"{bucket}: {share(count, stats['input']):.1%}" for bucket, count in histogram.items()))
     lines.append("  share with the source doc in BM25 top-k: " + ", ".join(
         f"k={k}: {share:.1%}" for k, share in bm25["kept_share_at_k"].items()))
     words_ = stats["median_query_words"]
@@ -352,7 +140,7 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     weak = read_weak_set(paths.stage("generate", variant), corpus)
     if any(step.name == "logprob_topn" for step in cfg.filter.steps):
         for query_id in weak.queries:  # a missing score fails now, not after the BM25 pass
-            _logprob(weak, query_id)
+            logprob_of(weak, query_id)
     log.info("BM25: ranking the source documents of %d queries over %d documents",
              len(weak.queries), len(corpus))
     ctx = Context(weak, corpus, source_ranks(cfg, weak, corpus), search_depth(cfg))

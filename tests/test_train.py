@@ -15,7 +15,7 @@ from sptar.errors import SptarError
 from sptar.formats import read_corpus, read_json, read_jsonl, read_qrels, read_queries, read_run
 from sptar.outputs.fewshot import load_split
 from sptar.stages import execute, paths_for
-from sptar.train import precision_flags
+from sptar.trainer import precision_flags
 from sptar.trainset import (
     Example,
     build_training_data,
@@ -255,7 +255,7 @@ def test_attention_dropout_applies_while_training_only(tiny_encoder, tmp_path, m
     saved = read_json(paths.stage("train", "wo-aug") / "model" / "config.json")
     assert saved["attention_probs_dropout_prob"] == 0.1
 
-    monkeypatch.setattr("sptar.train.ATTENTION_DROPOUT_KEYS", ("no_such_setting",))
+    monkeypatch.setattr("sptar.trainer.ATTENTION_DROPOUT_KEYS", ("no_such_setting",))
     with pytest.raises(SptarError, match="has none of no_such_setting"):
         execute("train", _config(tiny_encoder, "train.attention_dropout=0", "train.seed=7"), paths,
                 variant="wo-aug")
@@ -307,7 +307,7 @@ def test_labeled_pairs_capped_per_query_keep_the_most_relevant():
 
 
 def test_warmup_never_takes_every_step():
-    from sptar.train import warmup_steps
+    from sptar.trainer import warmup_steps
 
     assert warmup_steps(0.1, 1) == 0  # ceil(0.1) = 1 would run the only step at learning rate 0
     assert warmup_steps(0.1, 6) == 1 and warmup_steps(0.1, 30) == 3 and warmup_steps(0.0, 5) == 0
