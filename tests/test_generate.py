@@ -16,7 +16,7 @@ from sptar.formats import (
     read_queries,
     write_json,
 )
-from sptar.generate import Item, generate_items
+from sptar.generation import Item, generate_items
 from sptar.outputs.fewshot import load_split
 from sptar.stages import PARTIAL, execute, paths_for
 from sptar.text import clean_query, cut_repeated_tail
@@ -130,7 +130,7 @@ class Interrupt(Exception):
 
 def interrupt_after(monkeypatch, chunks: int) -> None:
     """Make the run die (like a kill) right after it has written ``chunks`` chunk files."""
-    from sptar.generate import Workspace
+    from sptar.generation import Workspace
 
     original = Workspace.write_chunk
     written = []
