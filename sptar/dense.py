@@ -112,6 +112,11 @@ def embedding_key(model_fingerprint: str, corpus_fingerprint: str, model, cfg: D
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def cache_complete(cache_dir: Path) -> bool:
+    """Whether a corpus-embedding cache entry is whole (its ids are written last)."""
+    return (cache_dir / "ids.json").is_file()
+
+
 def _cached_embeddings(cache_dir: Path, ids: list[str]) -> np.ndarray | None:
     final, listed = cache_dir / "embeddings.npy", cache_dir / "ids.json"
     # ids.json is written after embeddings.npy: a kill may leave it out

@@ -22,6 +22,7 @@ from sptar.atomic import remove_stale_temporaries
 from sptar.config import VALIDATION, Config
 from sptar.errors import SptarError
 from sptar.formats import Qrels, Queries, sha256_file
+from sptar.manifest import MANIFEST, manifests
 from sptar.metrics import evaluate_run
 from sptar.outputs.dataset import corpus_file, has_split, load_corpus, load_split_queries
 from sptar.outputs.evaluation import write_evaluation
@@ -45,11 +46,11 @@ def output_dir(paths: Paths, system: str) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths, system: str) -> list[Path]:
-    needed = [paths.beir / "manifest.json"]
+    needed = manifests(paths.beir)
     if VALIDATION in cfg.evaluate.splits:
-        needed.append(paths.stage("split") / "manifest.json")
+        needed += manifests(paths.stage("split"))
     if system in TRAINED:
-        needed.append(paths.stage("train", system) / "manifest.json")
+        needed += manifests(paths.stage("train", system))
     return needed
 
 
@@ -69,7 +70,7 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int
         from sptar.bm25 import BM25Searcher
 
         return BM25Searcher(corpus, cfg.bm25).search(queries)
-    from sptar.dense import dense_search, embedding_key
+    from sptar.dense import cache_complete, dense_search, embedding_key
     from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_model
     from sptar.resources import check_disk_space, embeddings_bytes, memory_guard
     from sptar.shards import process_group
@@ -82,10 +83,10 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int
     if system in TRAINED:
         # model_fingerprint hashes weight files above 512 MiB by size only, which training
         # does not change: the train manifest (new on every training run) tells runs apart.
-        fingerprint += sha256_file(paths.stage("train", system) / "manifest.json")[:16]
+        fingerprint += sha256_file(paths.stage("train", system) / MANIFEST)[:16]
     key = embedding_key(fingerprint, sha256_file(corpus_file(paths.beir))[:16], model, cfg.dense)
     cache_dir = paths.cache / "embeddings" / key
-    if not (cache_dir / "ids.json").is_file():  # written last: the cache is not complete
+    if not cache_complete(cache_dir):
         if num_shards == 1:  # sharded, another process may be writing a chunk right now
             remove_stale_temporaries(cache_dir)  # what a killed encoding was writing
         dim = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)() or 1024

@@ -38,6 +38,7 @@ from typing import Any
 from sptar.atomic import atomic_dir
 from sptar.config import Config
 from sptar.formats import Corpus, Qrels, doc_text, write_jsonl, write_table
+from sptar.manifest import manifests
 from sptar.outputs.dataset import load_corpus, write_training_set
 from sptar.paths import Paths
 from sptar.trainset import LABELED, WEAK, TrainingData, add_hard_negatives, build_training_data
@@ -60,8 +61,7 @@ def output_dir(paths: Paths, variant: str) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
-    return [paths.beir / "manifest.json", paths.stage("split") / "manifest.json",
-            paths.stage("filter", variant) / "manifest.json"]
+    return manifests(paths.beir, paths.stage("split"), paths.stage("filter", variant))
 
 
 def columns(n_negatives: int) -> list[str]:

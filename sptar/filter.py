@@ -35,6 +35,7 @@ from sptar.formats import (
     Corpus,
     write_json,
 )
+from sptar.manifest import manifests
 from sptar.outputs.dataset import load_corpus
 from sptar.outputs.weakset import WeakSet, read_weak_set, write_weak_set
 from sptar.paths import Paths
@@ -132,7 +133,7 @@ def output_dir(paths: Paths, variant: str) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
-    return [paths.beir / "manifest.json", paths.stage("generate", variant) / "manifest.json"]
+    return manifests(paths.beir, paths.stage("generate", variant))
 
 
 def run(cfg: Config, paths: Paths, variant: str) -> dict:

@@ -52,7 +52,7 @@ from sptar.formats import (
     doc_text,
 )
 from sptar.generation import FORMAT_VERSION, Item, Workspace, generate_items, merge, plan_chunks
-from sptar.manifest import input_hashes
+from sptar.manifest import input_hashes, manifests
 from sptar.outputs.dataset import load_corpus
 from sptar.outputs.fewshot import load_split, pool_file
 from sptar.outputs.prompt import load_prompt
@@ -99,9 +99,9 @@ def output_dir(paths: Paths, variant: str) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
-    needed = [paths.beir / "manifest.json", paths.stage("split") / "manifest.json"]
+    needed = manifests(paths.beir, paths.stage("split"))
     if variant == "sptar":
-        needed.append(paths.stage("tune") / "manifest.json")
+        needed += manifests(paths.stage("tune"))
     return needed
 
 

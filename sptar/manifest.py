@@ -44,6 +44,11 @@ def outputs_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def manifests(*folders: Path) -> list[Path]:
+    """The manifests of finished stage folders: what a stage's ``upstream()`` lists."""
+    return [folder / MANIFEST for folder in folders]
+
+
 def input_hashes(manifests: list[Path]) -> dict[str, str]:
     """What a stage read: each upstream stage's output digest (so an upstream re-run that writes
     the same files does not make the downstream stages run again)."""

@@ -27,7 +27,7 @@ from sptar.atomic import atomic_write
 from sptar.config import Config
 from sptar.errors import SptarError
 from sptar.formats import write_json
-from sptar.manifest import read_manifest
+from sptar.manifest import manifests, read_manifest
 from sptar.metrics import MAIN_METRICS, METRICS
 from sptar.outputs.evaluation import per_query_file, read_metrics, read_per_query
 from sptar.paths import Paths
@@ -49,7 +49,7 @@ def output_dir(paths: Paths) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths) -> list[Path]:
-    return [paths.stage("evaluate", s) / "manifest.json" for s in cfg.report.systems]
+    return manifests(*(paths.stage("evaluate", s) for s in cfg.report.systems))
 
 
 def _number(value: float | None, digits: int = 1) -> str:

@@ -40,6 +40,7 @@ from pathlib import Path
 from sptar.config import Config
 from sptar.errors import SptarError
 from sptar.formats import Qrels, Queries
+from sptar.manifest import manifests
 from sptar.outputs.dataset import BeirDataset, load_beir
 from sptar.outputs.fewshot import PROMPT_EVAL, PROMPT_TRAIN, FewShotSplit, Validation, write_split
 from sptar.paths import Paths
@@ -239,7 +240,7 @@ def output_dir(paths: Paths) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths) -> list[Path]:
-    return [paths.beir / "manifest.json"]
+    return manifests(paths.beir)
 
 
 def run(cfg: Config, paths: Paths) -> dict:

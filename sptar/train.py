@@ -32,6 +32,7 @@ from typing import Any
 from sptar.atomic import remove_stale_temporaries
 from sptar.config import Config
 from sptar.errors import SptarError
+from sptar.manifest import manifests
 from sptar.outputs.dataset import corpus_file, load_corpus
 from sptar.outputs.model import write_trained
 from sptar.paths import Paths
@@ -66,9 +67,9 @@ def output_dir(paths: Paths, variant: str) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
-    needed = [paths.beir / "manifest.json", paths.stage("split") / "manifest.json"]
+    needed = manifests(paths.beir, paths.stage("split"))
     if variant != "wo-aug":
-        needed.append(paths.stage("filter", variant) / "manifest.json")
+        needed += manifests(paths.stage("filter", variant))
     return needed
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sptar.config import Config
+from sptar.manifest import manifests
 from sptar.outputs.prompt import loss_curve_file, write_prompt
 from sptar.paths import Paths
 from sptar.plots import write_loss_curve
@@ -68,7 +69,7 @@ def output_dir(paths: Paths) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths) -> list[Path]:
-    return [paths.beir / "manifest.json", paths.stage("split") / "manifest.json"]
+    return manifests(paths.beir, paths.stage("split"))
 
 
 def prompt_format(cfg: Config, tokenizer, style: Style = "sptar") -> PromptFormat:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sptar.config import load_config
-from sptar.formats import read_json, read_run
-from sptar.outputs.fewshot import load_validation
+from sptar.formats import read_json, read_jsonl, read_run
+from sptar.outputs.fewshot import load_split, load_validation
 from sptar.stages import execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
@@ -104,7 +104,20 @@ def test_every_stage_of_the_tiny_pipeline_in_under_two_minutes(tiny_llm, tiny_en
         assert set(tests) == {"bm25", "zero-shot", "wo-aug", "inpars"}
         assert {"p_t_holm", "p_randomization_holm"} <= set(tests["inpars"]["NDCG@10"])
         assert "p_t_holm" not in tests["bm25"]["NDCG@10"]  # not a primary comparison
+    pool = len(load_split(paths).unlabeled)
     for variant in ("inpars", "sptar"):
-        assert (paths.stage("export", variant) / "pairs.jsonl").is_file()
-        assert read_json(paths.stage("train", variant) / "manifest.json")["summary"]["weak_pairs"] > 0
+        generated = read_json(paths.stage("generate", variant) / "manifest.json")["summary"]
+        assert generated["documents"] == pool == 12
+        assert generated["queries"] + generated["dropped"] == pool
+        kept = read_json(paths.stage("filter", variant) / "manifest.json")["summary"]
+        assert kept["input"] == generated["queries"] and 0 < kept["kept"] <= kept["input"]
+        train = read_json(paths.stage("train", variant) / "manifest.json")["summary"]
+        assert train["weak_pairs"] == kept["kept"] == report["weak_pairs"][variant]["filtered"]["pairs"]
+        export = read_json(paths.stage("export", variant) / "manifest.json")["summary"]
+        assert (export["gold_pairs"], export["weak_pairs"]) == (train["labeled_pairs"], kept["kept"])
+        assert len(read_jsonl(paths.stage("export", variant) / "pairs.jsonl")) == export["rows"]
+    for split, result in report["splits"].items():
+        for system, metrics in result["systems"].items():
+            assert all(0 <= value <= 1 for value in metrics.values()), (split, system)
+            assert metrics["Recall@10"] <= metrics["Recall@100"] <= metrics["Recall@1000"]
     assert seconds < 120, f"the whole tiny pipeline took {seconds:.0f} s"

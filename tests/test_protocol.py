@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sptar.config import load_config
+from sptar.formats import read_json
 from sptar.stages import STAGES, execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
@@ -33,7 +34,7 @@ def opened(tiny_llm, tiny_encoder, tmp_path_factory):  # noqa: F811
     cfg = load_config("tiny", [f"models.llm={tiny_llm}", f"models.encoder={tiny_encoder}",
                                "report.systems=[bm25, zero-shot, wo-aug, inpars, sptar]",
                                "filter.steps=[{dedup: {}}, {length: {min_words: 1}}]",
-                               "train.hard_negatives=1"])
+                               "train.hard_negatives=1", "train.dev_fraction=0.3"])
     paths = paths_for(cfg, tmp_path_factory.mktemp("protocol") / "data")
     files: dict[str, list[str]] = {}
     for stage, (_, options) in STAGES.items():
@@ -60,6 +61,11 @@ def test_no_stage_before_evaluate_opens_validation_or_test_data(opened):
         assert files[label], f"{label} opened nothing? the recorder is broken"
         assert not _held_out(paths, files[label]), label
     assert any(f.endswith("corpus.jsonl") for f in files["train sptar"])
+    for variant in ("wo-aug", "sptar"):  # with a dev set carved from the labeled queries
+        summary = read_json(paths.stage("train", variant) / "manifest.json")["summary"]
+        assert summary["dev_queries"] == 2
+        read = {f for f in files[f"train {variant}"] if f.startswith(str(paths.root))}
+        assert set(summary["files_read"]) <= read  # the manifest lists what it read
 
 
 def test_evaluate_reads_both_and_the_recorder_sees_it(opened):

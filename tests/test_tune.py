@@ -27,9 +27,8 @@ QUERY = "does vitamin d help bones"
 EXAMPLE = ("Aspirin lowers the risk of a first heart attack.", "aspirin prevents heart attack")
 
 
-@pytest.fixture(scope="session")
-def tiny_llm(tmp_path_factory):
-    """A 2-layer Llama (hidden size 32) with the SmolLM2 tokenizer, saved to a folder."""
+def make_tiny_llm(folder, **config) -> str:
+    """A 2-layer Llama (hidden size 32) with the SmolLM2 tokenizer, saved to ``folder``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from sptar.models import resolve_model
@@ -40,11 +39,15 @@ def tiny_llm(tmp_path_factory):
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=1024, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    folder = tmp_path_factory.mktemp("tiny-llm")
+                         pad_token_id=tokenizer.pad_token_id, **config)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory):
+    return make_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))
 
 
 @pytest.fixture(scope="session")
@@ -276,7 +279,9 @@ def test_stage_writes_every_output(tuned):
     assert evals[0]["step"] == 0 and evals[-1]["step"] == steps[-1]["step"]
     for row in evals:
         assert row["eval_perplexity"] == pytest.approx(math.exp(row["eval_loss"]), rel=1e-3)
-    assert sum(r["best"] for r in evals) >= 1
+    best = [r for r in evals if r["best"]]
+    assert manifest["summary"]["best_step"] == best[-1]["step"]
+    assert best[-1]["eval_loss"] == min(r["eval_loss"] for r in evals)
     assert all(math.isfinite(r["loss"]) and r["target_tokens"] > 0 for r in steps)
 
     examples = read_json(folder / "examples.json")
@@ -309,7 +314,7 @@ def test_filter_chose_the_lowest_loss_candidate_and_reload_reproduces_it(tuned):
     best = examples["candidates"][choose(scores)]
     assert [[c["query_id"], c["doc_id"]] for c in examples["chosen"]] == best["pairs"]
     assert examples["losses"]["tuned_chosen"]["eval_loss"] == min(scores)
-    assert min(scores) <= examples["losses"]["tuned_random_mean"]["eval_loss"]
+    assert min(scores) < max(scores)  # the examples change the score: the filter has a choice
 
     # the saved adapter, loaded back, scores every candidate exactly as the stage did
     peft_model, tokenizer = load_tuned(cfg, paths, "cpu")
@@ -348,3 +353,35 @@ def test_no_examples_means_nothing_to_choose(tiny_llm, tmp_path):
     assert [c["pairs"] for c in examples["candidates"]] == [[]]
     assert examples["heldout"] is None
     assert manifest["summary"]["steps"] == 2
+
+
+def test_prompt_tuning_lowers_the_loss_it_is_scored_on(tmp_path):
+    """Scored on its own training prompts (no examples: the same prompts it trains on), the tuned
+    soft prompt must beat the untuned one: a trainer that changes nothing, or steps the wrong
+    way, fails here."""
+    from sptar.models import load_causal_lm
+    from sptar.prompt_pairs import EvalSet
+    from sptar.prompt_training import train_prompt
+    from sptar.softprompt import soft_prompt_weights, wrap_with_soft_prompt
+
+    # a large init makes the output depend on the input (at the default init it is near uniform)
+    llm = make_tiny_llm(tmp_path / "llm", initializer_range=0.3)
+    cfg = load_config("tiny", [f"models.llm={llm}", "tune.lr=0.1", "tune.epochs=5",
+                               "tune.eval_every=5", "tune.patience=5", "tune.n_examples=0"])
+    paths = paths_for(cfg, tmp_path / "data")
+    execute("data", cfg, paths)
+    execute("split", cfg, paths)
+    data = load_data(cfg, paths)
+    model, tokenizer = load_causal_lm(llm, "cpu")
+    for param in model.parameters():
+        param.requires_grad_(False)
+    peft_model = wrap_with_soft_prompt(cfg, model)
+    before = soft_prompt_weights(peft_model).detach().clone()
+    fmt = prompt_format(cfg, tokenizer)
+    own = EvalSet(data.train, [()] * len(data.train))
+    scorer = Scorer(peft_model, tokenizer.pad_token_id, "cpu", 8, cfg.tune.n_virtual_tokens)
+    result = train_prompt(cfg, peft_model, fmt, data, own.rows(data, fmt), scorer, 2, "cpu")
+    assert result.steps == 10 and result.best_step > 0
+    assert result.best_loss < result.initial_loss - 0.1, (result.initial_loss, result.best_loss)
+    assert scorer.loss(own.rows(data, fmt)) == pytest.approx(result.best_loss, abs=1e-5)
+    assert not torch.equal(before, soft_prompt_weights(peft_model).detach())
