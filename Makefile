@@ -9,8 +9,9 @@ SET ?=
 SEEDS ?=
 SEED ?=
 RUN := $(PIPELINE)$(if $(SEED),-seed$(SEED))
-# $(call sptar,<stage and options>): one stage of the selected pipeline
-sptar = $(VENV)/bin/sptar $(1) --config $(PIPELINE) $(if $(SEED),--seed $(SEED)) $(foreach s,$(SET),--set $(s))
+# $(call sptar,<stage and options>): one stage of the selected pipeline. Under `make all`
+# (SPTAR_CONSOLE=status) the stage prints its own start line, so make does not echo the command.
+sptar = $(if $(filter status,$(SPTAR_CONSOLE)),@)$(VENV)/bin/sptar $(1) --config $(PIPELINE) $(if $(SEED),--seed $(SEED)) $(foreach s,$(SET),--set $(s))
 # Datasets are copied from a mirror folder when there is one (CI: ../shared/datasets),
 # otherwise the data stage downloads the official BEIR zip.
 export SPTAR_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
@@ -113,16 +114,19 @@ report: evaluate ## write data/runs/<pipeline>/report/report.{md,json}
 
 # `make all` runs independent stages side by side: JOBS of them, each with NPROC/JOBS threads
 # (torch's threads on a shared core slow it several-fold). JOBS=1: one stage at a time, all cores.
+# Each stage prints short status lines as it goes ([stage] started / progress / done, warnings,
+# errors) and writes its whole log to log.txt in its folder (SPTAR_CONSOLE=status).
 JOBS ?= 2
 THREADS ?= $(shell n=$$(( $$(nproc) / $(JOBS) )); echo $$(( n > 0 ? n : 1 )))
 all: install ## the whole pipeline (JOBS stages at a time; SEEDS='1 2 3': once per seed, then a report over them)
 ifeq ($(strip $(SEEDS)),)
-	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(MAKE) --no-print-directory \
-		--output-sync=target -j$(JOBS) report export
+	SPTAR_CONSOLE=status OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(MAKE) --no-print-directory -j$(JOBS) report export
 else
 	for seed in $(SEEDS); do \
-		OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(MAKE) --no-print-directory \
-			--output-sync=target -j$(JOBS) report export SEED=$$seed || exit 1; \
+		echo "== seed $$seed: data/runs/$(PIPELINE)-seed$$seed/"; \
+		SPTAR_CONSOLE=status OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+			$(MAKE) --no-print-directory -j$(JOBS) report export SEED=$$seed || exit 1; \
 	done
 	$(VENV)/bin/sptar repeats --config $(PIPELINE) $(foreach s,$(SET),--set $(s)) --seeds $(SEEDS)
 endif

@@ -1,6 +1,9 @@
 """``sptar <stage> --config <pipeline> [--set key=value ...]``: parse, set up logging, run.
 
 Errors a user can fix print one line and exit with code 2 (``--debug`` shows the traceback).
+A stage's whole log goes to ``log.txt`` in its folder; ``SPTAR_CONSOLE=status`` (set by
+``make all``) shows short status lines on the terminal instead of everything
+(:mod:`sptar.stagelog`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import sys
 
 from sptar.errors import SptarError
+from sptar.stagelog import setup_console
 
 log = logging.getLogger("sptar")
 
@@ -59,14 +63,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "sentence_transformers", "faiss"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _main(args: argparse.Namespace) -> int:
     from sptar.config import load_config
 
@@ -109,7 +105,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.quiet)
+    setup_console(args.quiet)
     try:
         return _main(args)
     except SptarError as exc:

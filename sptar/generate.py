@@ -186,14 +186,15 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
         model, soft = soft_prompt_embeddings(model, prompt.adapter)
     cast_linear_weights(model, device, cfg.generate.precision)
     total = sum(len(chunks[c]) for c in mine)
-    label = f"generate {prompt.style}" + (f" [{shard}/{num_shards}]" if num_shards > 1 else "")
+    part = f" [{shard}/{num_shards}]" if num_shards > 1 else ""
+    label = f"generate {prompt.style}{part}"
     prefix_ids = fmt.prefix_ids(prompt.examples)
     widest = max(len(doc_tokens[doc]) for c in mine for doc in chunks[c])
     rows = decoding_rows(cfg.generate.batch_size, model, device, (0 if soft is None else soft.shape[1])
                          + len(prefix_ids) + widest + 2 * cfg.generate.max_new_tokens)
     started, new_tokens = time.perf_counter(), 0
     with memory_guard(what, {"generate.batch_size": rows}), autocast(device, cfg.generate.precision), \
-            tqdm(total=total, desc=label, unit="doc") as bar:
+            tqdm(total=total, desc=f"weak queries{part}", unit="doc") as bar:
         generator = LineGenerator(model, prefix_ids, stop_ids=stop_token_ids(tokenizer),
                                   pad_id=tokenizer.pad_token_id, soft_prompt=soft,
                                   use_cache=cfg.generate.prefix_cache,
@@ -208,9 +209,9 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
                       "prefix_tokens": generator.prefix_len}
             work.write_chunk(number, header, items)
             new_tokens += sum(item.new_tokens for item in items)
-            bar.update(len(chunks[number]))
             elapsed = time.perf_counter() - started
-            bar.set_postfix(tok_s=f"{new_tokens / elapsed:.1f}", refresh=False)
+            bar.set_postfix(tok_s=f"{new_tokens / elapsed:.1f}", refresh=False)  # shown by the update
+            bar.update(len(chunks[number]))
     elapsed = time.perf_counter() - started
     log.info("%s: %d docs in %.1f s (%.2f docs/s, %d new tokens)", label, total, elapsed,
              total / elapsed, new_tokens)

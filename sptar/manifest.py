@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +22,18 @@ VERSIONED_PACKAGES = ("sptar", "torch", "transformers", "peft", "sentence-transf
                       "faiss-cpu", "faiss-gpu-cu12", "bm25s", "rank-bm25", "beir",
                       "pytrec-eval-terrier", "numpy")
 MANIFEST = "manifest.json"
+LOG = "log.txt"  # the stage's log (sptar.stagelog): no output of the stage
+_SHARD_LOG = re.compile(r"log-shard[0-9]+\.txt")
+
+
+def log_name(shard: int = 0) -> str:
+    """The log file of shard ``shard`` of a stage run as several processes (0: ``log.txt``)."""
+    return f"log-shard{shard}.txt" if shard else LOG
+
+
+def is_log(relative: Path) -> bool:
+    """Whether ``relative`` (a path inside a stage folder) is one of the stage's logs."""
+    return len(relative.parts) == 1 and (relative.name == LOG or bool(_SHARD_LOG.fullmatch(relative.name)))
 
 
 def package_versions() -> dict[str, str]:
@@ -34,9 +47,11 @@ def package_versions() -> dict[str, str]:
 
 
 def outputs_digest(folder: Path) -> str:
-    """A content hash of everything a stage wrote (its files, not its manifest or temporaries)."""
+    """A content hash of everything a stage wrote (its files, not its manifest, its logs or
+    temporaries)."""
     digest = hashlib.sha256()
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                   and not is_log(p.relative_to(folder))
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     for file in files:
         digest.update(str(file.relative_to(folder)).encode() + b"\0")

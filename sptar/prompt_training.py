@@ -125,8 +125,8 @@ def train_prompt(cfg: Config, peft_model, fmt: PromptFormat, data: TuneData,
             log_rows.append({"type": "step", "step": step, "epoch": epoch, "loss": round(step_loss, 6),
                              "lr": scheduler.get_last_lr()[0], "target_tokens": tokens,
                              "seconds": round(seconds, 3)})
+            progress.set_postfix(loss=f"{step_loss:.3f}", refresh=False)  # shown by the update
             progress.update(1)
-            progress.set_postfix(loss=f"{step_loss:.3f}")
             if tune.eval_every and step % tune.eval_every == 0:
                 stop, last_eval = evaluate(step, epoch), step
             if stop or step >= planned:

@@ -9,7 +9,8 @@ A stage is a module with four functions:
 - optionally ``source_digests(cfg)``: content hashes of input files that no stage wrote.
 
 :func:`execute` checks that the upstream stages finished, skips the stage when its manifest
-matches the config and inputs, seeds, runs it, and writes the manifest last. Stage modules
+matches the config and inputs, seeds, runs it, and writes the manifest last. While the stage
+runs, its log goes to ``log.txt`` in its folder (:mod:`sptar.stagelog`). Stage modules
 import heavy libraries (torch, ...) inside functions so the CLI starts fast.
 """
 
@@ -26,8 +27,10 @@ from typing import Any
 from sptar.atomic import remove_stale_temporaries
 from sptar.config import Config
 from sptar.errors import SptarError
-from sptar.manifest import MANIFEST, input_hashes, is_fresh, read_manifest, write_manifest
+from sptar.manifest import MANIFEST, input_hashes, is_fresh, log_name, read_manifest, write_manifest
 from sptar.paths import Paths
+from sptar.shards import resolve_shard
+from sptar.stagelog import set_label, stage_log
 from sptar.systems import SYSTEMS, TRAINED, WEAK_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -138,23 +141,29 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
     if hasattr(module, "source_digests"):  # files outside the pipeline (a local corpus)
         inputs.update(module.source_digests(cfg))
     label = " ".join([stage, *(str(v) for v in options.values())])
+    set_label(label)
     if not force and is_fresh(folder, config_hash, inputs):
-        log.info("%s: up to date (%s), skipped", label, folder / MANIFEST)
+        log.info("%s: up to date (%s), skipped", label, folder / MANIFEST,
+                 extra={"status": "up to date, skipped"})
         return read_manifest(folder) or {}
     (folder / MANIFEST).unlink(missing_ok=True)  # a re-run never leaves an old manifest behind
     if not RUN_FLAGS.get(stage):  # a stage run as several processes (shards) cleans up itself
         remove_stale_temporaries(folder, recursive=True)  # what a killed run was writing
         remove_stale_temporaries(folder.parent, folder.name)
-    log.info("%s: running -> %s", label, folder)
-    seed_everything(cfg.seed)
-    started, cpu_started = time.time(), time.process_time()
-    summary = module.run(cfg, paths, **options, **flags) or {}
-    if summary.get(PARTIAL):
-        log.info("%s: %s; no manifest written yet", label, summary[PARTIAL])
-        return summary
-    manifest = write_manifest(folder, stage=stage, options=options, config=cfg.sections(*names),
-                              config_hash=config_hash, inputs=inputs, seed=cfg.seed,
-                              summary=summary, started=started,
-                              cpu_started=cpu_started)
-    log.info("%s: done in %.1f s", label, manifest["wall_time_s"])
+    shard, _ = resolve_shard(flags.get("shard"), flags.get("num_shards"))
+    with stage_log(folder, log_name(shard)) as log_file:
+        log.info("%s: running -> %s", label, folder, extra={"status": f"started, full log: {log_file}"})
+        seed_everything(cfg.seed)
+        started, cpu_started = time.time(), time.process_time()
+        summary = module.run(cfg, paths, **options, **flags) or {}
+        if summary.get(PARTIAL):
+            log.info("%s: %s; no manifest written yet", label, summary[PARTIAL],
+                     extra={"status": f"{summary[PARTIAL]}; no manifest written yet"})
+            return summary
+        manifest = write_manifest(folder, stage=stage, options=options, config=cfg.sections(*names),
+                                  config_hash=config_hash, inputs=inputs, seed=cfg.seed,
+                                  summary=summary, started=started,
+                                  cpu_started=cpu_started)
+        seconds = manifest["wall_time_s"]
+        log.info("%s: done in %.1f s", label, seconds, extra={"status": f"done in {seconds:.1f} s"})
     return manifest

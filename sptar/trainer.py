@@ -102,10 +102,18 @@ def training_arguments(tc: TrainConfig, output_dir: Path, device: str, seed: int
 
 
 def _quiet_progress_bar(trainer) -> None:
-    """Keep the trainer's progress bar but drop its printing of every log dict (logged already)."""
+    """Keep the trainer's progress bar, named ("training ... steps", also in the stage's status
+    lines), but drop its printing of every log dict (logged already)."""
+    from tqdm.auto import tqdm
     from transformers.trainer_callback import ProgressCallback
 
     class QuietProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # ProgressCallback's, named
+            if state.is_world_process_zero:
+                self.training_bar = tqdm(total=state.max_steps, desc="training", unit="step",
+                                         dynamic_ncols=True)
+            self.current_step = 0
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             return None
 

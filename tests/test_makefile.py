@@ -65,3 +65,10 @@ def test_make_all_with_seeds_runs_the_pipeline_once_per_seed_then_reports_over_t
     assert {seed for *_, seed in runs[:once]} == {"1"} and {seed for *_, seed in runs[once:]} == {"2"}
     assert text.rstrip().endswith("bin/sptar repeats --config scifact-quick  --seeds 1 2")
     assert "cat data/runs/scifact-quick-seed2/report/report.md" in text
+
+
+def test_make_all_shows_status_lines_live_instead_of_holding_each_stage_s_output():
+    for text in (dry_run("all", "PIPELINE=scifact-quick"), dry_run("all", "SEEDS=1 2")):
+        assert "--output-sync" not in text and "-O" not in text.split()  # nothing held back
+        assert "SPTAR_CONSOLE=status " in text  # each stage: short lines, its log in log.txt
+    assert "SPTAR_CONSOLE" not in dry_run("tune", "PIPELINE=scifact-quick")  # by hand: everything

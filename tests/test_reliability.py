@@ -31,6 +31,7 @@ import pytest
 
 from sptar.config import load_config
 from sptar.formats import read_json
+from sptar.manifest import is_log
 from sptar.report import render_markdown
 from sptar.stages import execute, paths_for
 from tests.test_generate import _one_thread, tiny_llm  # noqa: F401  fixtures (see below)
@@ -77,12 +78,13 @@ def _folder(paths, stage: str, options: dict[str, str]) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, object]:
-    """Every output file of a stage: its sha256, or (a JSON file holding timings) its content
-    without them; ``report.md`` must be exactly what ``report.json`` renders to."""
+    """Every output file of a stage (not its manifest or log): its sha256, or (a JSON file
+    holding timings) its content without them; ``report.md`` must be exactly what
+    ``report.json`` renders to."""
     files: dict[str, object] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if not path.is_file() or path.name == "manifest.json" or \
+        if not path.is_file() or path.name == "manifest.json" or is_log(rel) or \
                 any(part.startswith(".") for part in rel.parts):
             continue
         raw = path.read_bytes()

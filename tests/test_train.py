@@ -202,8 +202,8 @@ def test_model_selection_on_a_labeled_dev_set(tiny_encoder, tmp_path):
     log = read_jsonl(paths.stage("train", "sptar") / "train_log.jsonl")
     assert sum("eval_dev_cosine_ndcg@10" in row for row in log) == 2
     folder = paths.stage("train", "sptar")
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model", "pairs.jsonl",
-                                                        "train_log.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["log.txt", "manifest.json", "model",
+                                                        "pairs.jsonl", "train_log.jsonl"]
 
 
 def test_attention_dropout_applies_while_training_only(tiny_encoder, tmp_path, monkeypatch):
