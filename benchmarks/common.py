@@ -12,16 +12,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-sys.path.insert(0, str(ROOT))
-os.chdir(ROOT)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-logging.basicConfig(level=logging.WARNING)
-logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+def setup() -> None:
+    """What every benchmark's ``main`` does first: work from the repository root (pipelines/ and
+    data/ are relative to it), stay offline, log warnings only."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def prepared(pipeline: str = "scifact-quick"):
     """The pipeline's config, paths and dataset (runs the data stage if needed)."""
+    setup()
     from sptar.config import load_config
     from sptar.outputs.dataset import load_beir
     from sptar.stages import execute, paths_for

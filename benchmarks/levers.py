@@ -25,7 +25,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import report
+from common import report, setup
 
 LINKED = ("split", "tune", "generate", "filter", "train")  # stages that a setting may reuse
 TRAINED = ("wo-aug", "inpars", "sptar")
@@ -127,6 +127,7 @@ def table(pipeline: str, settings: list[tuple[str, list[str]]], seeds: list[int]
 
 
 def main() -> None:
+    setup()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])

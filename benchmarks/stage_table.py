@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import report
+from common import report, setup
 
 from sptar.formats import read_json
 from sptar.metrics import MAIN_METRICS
@@ -31,6 +31,7 @@ def timings(run: Path) -> dict[str, dict]:
 
 
 def main() -> None:
+    setup()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs=2, type=Path)
     parser.add_argument("--names", nargs=2, default=["before", "after"])

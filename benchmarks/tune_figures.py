@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from common import RESULTS, report
+from common import RESULTS, report, setup
 
 from sptar.config import load_config
 from sptar.formats import read_json
@@ -40,6 +40,7 @@ def generate_queries(model, tokenizer, fmt, docs, examples, max_new_tokens: int)
 
 
 def main(pipeline: str = "scifact-quick", n_samples: int = 10) -> None:
+    setup()
     from sptar.outputs.prompt import load_examples
     from sptar.prompt_pairs import eval_sets, load_data
     from sptar.softprompt import load_tuned

@@ -18,6 +18,12 @@ from sptar.stagelog import setup_console
 
 log = logging.getLogger("sptar")
 
+DESCRIPTION = ("sptar: from a document collection and a few labeled (query, document) pairs to a "
+               "dense retriever, the way SPTAR does it: soft-prompt-tune an LLM on the pairs, have "
+               "it write weak queries for unlabeled documents, filter them, train a bi-encoder, and "
+               "evaluate it against BM25 and the baselines. Run the stages in order (make all does),"
+               " each with the same --config.")
+
 # run-time flags (see sptar.stages.RUN_FLAGS), added to the stages that take them
 _FLAGS = {
     "overwrite": dict(action="store_true", default=None,
@@ -32,7 +38,7 @@ _FLAGS = {
 def _parser() -> argparse.ArgumentParser:
     from sptar.stages import RUN_FLAGS, STAGES
 
-    parser = argparse.ArgumentParser(prog="sptar", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sptar", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", default="scifact-quick",
