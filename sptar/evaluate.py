@@ -24,7 +24,7 @@ from sptar.errors import SptarError
 from sptar.formats import Qrels, Queries, sha256_file
 from sptar.manifest import MANIFEST, manifests
 from sptar.metrics import evaluate_run
-from sptar.outputs.dataset import corpus_file, has_split, load_corpus, load_split_queries
+from sptar.outputs.dataset import has_split, load_corpus, load_split_queries
 from sptar.outputs.evaluation import write_evaluation
 from sptar.outputs.fewshot import load_validation
 from sptar.outputs.model import model_dir
@@ -70,32 +70,16 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int
         from sptar.bm25 import BM25Searcher
 
         return BM25Searcher(corpus, cfg.bm25).search(queries)
-    from sptar.dense import cache_complete, dense_search, embedding_key
-    from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_model
-    from sptar.resources import check_disk_space, embeddings_bytes, memory_guard
-    from sptar.shards import process_group
+    from sptar.retrieval import dense_retrieve
 
-    name = encoder_for(cfg, paths, system)
-    device = resolve_device(cfg.device)
-    model = load_encoder(name, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code,
-                         cfg.models.download)
-    fingerprint = model_fingerprint(resolve_model(name))
+    extra = ""
     if system in TRAINED:
         # model_fingerprint hashes weight files above 512 MiB by size only, which training
         # does not change: the train manifest (new on every training run) tells runs apart.
-        fingerprint += sha256_file(paths.stage("train", system) / MANIFEST)[:16]
-    key = embedding_key(fingerprint, sha256_file(corpus_file(paths.beir))[:16], model, cfg.dense)
-    cache_dir = paths.cache / "embeddings" / key
-    if not cache_complete(cache_dir):
-        if num_shards == 1:  # sharded, another process may be writing a chunk right now
-            remove_stale_temporaries(cache_dir)  # what a killed encoding was writing
-        dim = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)() or 1024
-        check_disk_space(cache_dir, embeddings_bytes(len(corpus), dim), "the corpus-embedding cache")
-    barrier = None if flagged or num_shards == 1 else process_group(device)
-    with memory_guard(f"evaluate {system}: encoding with {name}",
-                      {"dense.batch_size": cfg.dense.batch_size}):
-        return dense_search(model, corpus, queries, cfg.dense, cache_dir, device, shard, num_shards,
-                            barrier)
+        extra = sha256_file(paths.stage("train", system) / MANIFEST)[:16]
+    return dense_retrieve(cfg, paths, encoder_for(cfg, paths, system), corpus, queries,
+                          fingerprint_extra=extra, shard=shard, num_shards=num_shards,
+                          flagged=flagged, what=f"evaluate {system}")
 
 
 def evaluation_targets(cfg: Config, paths: Paths) -> tuple[dict[str, tuple[Queries, Qrels]],

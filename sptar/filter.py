@@ -1,8 +1,9 @@
 """Filter stage: keep the generated (query, document) pairs worth training on.
 
 Reads: ``data/runs/<experiment>/generate/<variant>/`` (``queries.jsonl`` with metadata
-``{"doc_id", "logprob", "variant"}``, ``qrels/train.tsv``) and the corpus in
-``data/beir/<dataset>/``.
+``{"doc_id", "logprob", "variant"}``, ``qrels/train.tsv``), the corpus in
+``data/beir/<dataset>/``, the labeled queries of ``split/`` (``not_labeled``) and the base
+encoder's corpus embeddings (``dense_consistency``, through the embedding cache).
 Writes to ``data/runs/<experiment>/filter/<variant>/``:
 
 - ``queries.jsonl`` + ``qrels/train.tsv``: the kept pairs, in the generated set's format and
@@ -14,7 +15,9 @@ Writes to ``data/runs/<experiment>/filter/<variant>/``:
   document's BM25 rank, the share kept at k = 10, 30, 70, 100, the median query length.
 
 The steps of ``filter.steps`` run in their config order, each on what the previous one kept:
-``bm25_consistency`` (SPTAR), ``dedup``, ``length`` and ``logprob_topn`` (InPars v1). BM25 indexes
+``bm25_consistency`` (SPTAR), ``dedup``, ``length``, ``logprob_topn`` (InPars v1), ``not_labeled``
+(copies of the labeled / example queries) and ``dense_consistency`` (Promptagator's round trip
+with the untouched base encoder); see :mod:`sptar.weak_filters`. BM25 indexes
 the corpus once and ranks every query's source document in one batched call, whatever the steps,
 so that the statistics show what each choice of k would keep.
 """
@@ -37,6 +40,7 @@ from sptar.formats import (
 )
 from sptar.manifest import manifests
 from sptar.outputs.dataset import load_corpus
+from sptar.outputs.fewshot import load_split
 from sptar.outputs.weakset import WeakSet, read_weak_set, write_weak_set
 from sptar.paths import Paths
 from sptar.weak_filters import Context, Outcome, apply_steps, logprob_of, n_words, share
@@ -47,6 +51,23 @@ STATS = "stats.json"
 SHARE_AT_K = (10, 30, 70, 100)
 RANK_BUCKETS = ((1, 1), (2, 3), (4, 10), (11, 30), (31, 70), (71, 100))
 NOT_FOUND = ">100/not found"
+
+
+def dense_ranks(cfg: Config, paths: Paths, weak: WeakSet, corpus: Corpus) -> dict[str, int]:
+    """The untouched base encoder over the whole corpus: the rank of each query's source document
+    within the largest k of the dense_consistency steps (0: not that high)."""
+    from sptar.retrieval import dense_retrieve
+
+    depth = max(step.params.k for step in cfg.filter.steps if step.name == "dense_consistency")
+    log.info("%s: ranking the source documents of %d queries", cfg.models.encoder, len(weak.queries))
+    run = dense_retrieve(cfg, paths, cfg.models.encoder, corpus, weak.queries, top_k=depth,
+                         what="filter dense_consistency")
+    ranks = {}
+    for query_id, scores in run.items():
+        order = sorted(scores, key=lambda d: (-scores[d], d))
+        source = weak.source[query_id]
+        ranks[query_id] = order.index(source) + 1 if source in scores else 0
+    return ranks
 
 
 def source_ranks(cfg: Config, weak: WeakSet, corpus: Corpus) -> dict[str, int]:
@@ -125,7 +146,9 @@ def log_table(stats: dict[str, Any]) -> None:
 
 
 def sections(variant: str) -> tuple[str, ...]:
-    return ("dataset.name", "bm25", "filter")
+    # models.encoder, dense: the base encoder of dense_consistency
+    return ("dataset.name", "bm25", "filter", "models.encoder", "models.trust_remote_code", "dense",
+            "device")
 
 
 def output_dir(paths: Paths, variant: str) -> Path:
@@ -133,7 +156,7 @@ def output_dir(paths: Paths, variant: str) -> Path:
 
 
 def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
-    return manifests(paths.beir, paths.stage("generate", variant))
+    return manifests(paths.beir, paths.stage("split"), paths.stage("generate", variant))
 
 
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
@@ -145,6 +168,11 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     log.info("BM25: ranking the source documents of %d queries over %d documents",
              len(weak.queries), len(corpus))
     ctx = Context(weak, corpus, source_ranks(cfg, weak, corpus), search_depth(cfg))
+    names = {step.name for step in cfg.filter.steps}
+    if "not_labeled" in names:
+        ctx.labeled = list(load_split(paths).queries.values())
+    if "dense_consistency" in names:
+        ctx.dense_ranks = dense_ranks(cfg, paths, weak, corpus)
     outcome = apply_steps(cfg, ctx)
     stats = build_stats(variant, ctx, outcome)
     write_outputs(output_dir(paths, variant), ctx, outcome, stats)

@@ -11,8 +11,10 @@ Writes to ``data/runs/<experiment>/split/``:
 - ``unlabeled_ids.txt``: the unlabeled pool, documents that appear in no qrels split at all
   (``split.pool: unjudged``, SPTAR's choice) or, for corpora where every document is judged
   somewhere, documents judged neither in the test split, nor in the validation split, nor by the
-  sampled labeled pairs (``split.pool: not-in-eval``); capped at ``split.max_unlabeled_docs``
-  (sampled by seed), in corpus order;
+  sampled labeled pairs (``split.pool: not-in-eval``), or every document but those of the sampled
+  labeled pairs (``split.pool: corpus``: as GPL, InPars and Promptagator, which use no labels to
+  choose what to generate for); capped at ``split.max_unlabeled_docs`` (sampled by seed), in
+  corpus order;
 - ``validation/queries.jsonl`` and ``validation/qrels.tsv``: the validation queries
   (``split.validation``), which every choice is made on. They are held out exactly like the test
   split: only ``sptar evaluate`` reads them (no other stage opens ``validation/``).
@@ -213,9 +215,11 @@ def judgements(dataset: BeirDataset, query_ids: list[str]) -> Qrels:
 
 
 def unlabeled_pool(cfg: Config, dataset: BeirDataset, held: list[Qrels]) -> list[str]:
-    """The unlabeled documents: judged in no split (``unjudged``), or by none of ``held`` (the
-    test, validation and sampled labeled judgements: ``not-in-eval``); capped by seed."""
-    excluded = dataset.qrels.values() if cfg.split.pool == "unjudged" else held
+    """The unlabeled documents: judged in no split (``unjudged``), by none of ``held`` (the
+    test, validation and sampled labeled judgements: ``not-in-eval``), or not by the labeled
+    pairs (``corpus``: the last of ``held``); capped by seed."""
+    excluded = {"unjudged": dataset.qrels.values(), "not-in-eval": held, "corpus": held[-1:]}[
+        cfg.split.pool]
     judged = {did for qrels in excluded for docs in qrels.values() for did in docs}
     pool = [did for did in dataset.corpus if did not in judged]
     cap = cfg.split.max_unlabeled_docs

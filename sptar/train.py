@@ -145,6 +145,8 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
         "train_rows": len(data.train),
         "epochs": metrics["epochs"],
         "steps": steps,
+        "weak_steps": metrics.get("weak_steps", 0),
+        "labeled_repeat": tc.labeled_repeat,
         "warmup_steps": metrics["warmup_steps"],
         "train_seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / steps, 3) if steps else None,

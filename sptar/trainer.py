@@ -12,7 +12,7 @@ from typing import Any
 from sptar.config import Config, TrainConfig
 from sptar.errors import SptarError
 from sptar.formats import Corpus, doc_text
-from sptar.trainset import Example, TrainingData, train_seed
+from sptar.trainset import WEAK, Example, TrainingData, train_seed
 
 log = logging.getLogger(__name__)
 
@@ -141,24 +141,54 @@ def _log_callback(rows: list[dict[str, Any]]):
 
 def fit(cfg: Config, data: TrainingData, corpus: Corpus, searcher, work_dir: Path,
         device: str) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
-    """Fine-tune the configured encoder; return (trained model, trainer metrics, log rows)."""
+    """Fine-tune the configured encoder on ``data`` as ``train`` schedules it; return (trained
+    model, trainer metrics, log rows). One stage on every row (the labeled ones
+    ``train.labeled_repeat`` times), or with ``train.weak_steps`` two: the weak rows alone, then
+    the labeled rows alone."""
+    tc = cfg.train
+    labeled = [row for row in data.train if row.source != WEAK]
+    weak = [row for row in data.train if row.source == WEAK]
+    if not (tc.weak_steps and weak):
+        return _fit(cfg, data.train + labeled * (tc.labeled_repeat - 1), data.dev, corpus, searcher,
+                    work_dir, device, tc.steps)
+    model, first, log_first = _fit(cfg, weak, [], corpus, searcher, work_dir / "weak", device,
+                                   tc.weak_steps)
+    model, second, log_second = _fit(cfg, labeled * tc.labeled_repeat, data.dev, corpus, searcher,
+                                     work_dir, device, tc.steps, model)
+    steps = first["global_step"] + second["global_step"]
+    metrics = dict(second, global_step=steps, weak_steps=first["global_step"],
+                   train_runtime=first.get("train_runtime", 0.0) + second.get("train_runtime", 0.0),
+                   training_loss=(first["training_loss"] * first["global_step"]
+                                  + second["training_loss"] * second["global_step"]) / steps)
+    return model, metrics, ([{"phase": "weak", **row} for row in log_first]
+                            + [{"phase": "labeled", **row} for row in log_second])
+
+
+def _fit(cfg: Config, train: list[Example], dev: list[Example], corpus: Corpus, searcher,
+         work_dir: Path, device: str, steps: int | None, model=None):
+    """One trainer run over ``train`` (``steps`` optimizer steps, or ``train.epochs``), from the
+    configured encoder or from ``model``."""
     from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from sptar.models import load_encoder
 
-    tc = cfg.train
+    tc = cfg.train.model_copy(update={"steps": steps})
     dropout = attention_dropout_setting(cfg) if tc.attention_dropout is not None else {}
-    model = load_encoder(cfg.models.encoder, device, tc.max_seq_length, cfg.models.trust_remote_code,
-                         cfg.models.download, config_overrides={key: tc.attention_dropout
-                                                                for key in dropout})
-    evaluator = (dev_evaluator(data.dev, corpus, searcher, tc.dev_candidates, tc.batch_size)
-                 if data.dev else None)
+    if model is None:
+        model = load_encoder(cfg.models.encoder, device, tc.max_seq_length,
+                             cfg.models.trust_remote_code, cfg.models.download,
+                             config_overrides={key: tc.attention_dropout for key in dropout})
+    else:
+        for key in dropout:  # the first stage's model came back with the encoder's own value
+            setattr(model[0].auto_model.config, key, tc.attention_dropout)
+    evaluator = (dev_evaluator(dev, corpus, searcher, tc.dev_candidates, tc.batch_size)
+                 if dev else None)
     rows: list[dict[str, Any]] = []
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=training_arguments(tc, work_dir, device, train_seed(cfg), bool(data.dev)),
-        train_dataset=training_dataset(data.train, corpus, tc.hard_negatives),
+        args=training_arguments(tc, work_dir, device, train_seed(cfg), bool(dev)),
+        train_dataset=training_dataset(train, corpus, tc.hard_negatives),
         loss=MultipleNegativesRankingLoss(model),
         evaluator=evaluator,
         callbacks=[_log_callback(rows)],

@@ -13,8 +13,10 @@ from sptar.config import (
     BM25ConsistencyFilter,
     Config,
     DedupFilter,
+    DenseConsistencyFilter,
     LengthFilter,
     LogprobTopNFilter,
+    NotLabeledFilter,
 )
 from sptar.errors import SptarError, input_error
 from sptar.formats import Corpus, doc_text
@@ -30,6 +32,8 @@ class Context:
     corpus: Corpus
     ranks: dict[str, int]  # exact BM25 rank of the source doc; 0 when it shares no term
     depth: int
+    labeled: list[str] = field(default_factory=list)  # the labeled query texts (not_labeled)
+    dense_ranks: dict[str, int] = field(default_factory=dict)  # base encoder's rank; 0: not found
     _doc_tokens: dict[str, list[str]] = field(default_factory=dict)
 
     def doc_tokens(self, doc_id: str) -> list[str]:
@@ -185,8 +189,36 @@ def logprob_of(weak: WeakSet, query_id: str) -> float:
     return float(value)
 
 
+def not_labeled(ids: list[str], ctx: Context, params: NotLabeledFilter) -> dict[str, str]:
+    """Drop a query that equals a labeled query or comes near one (token-set Jaccard)."""
+    labeled = [frozenset(words(text)) for text in ctx.labeled]
+    counts = Counter(t for tokens in labeled for t in tokens)
+    counts.update(t for query_id in ids for t in set(words(ctx.weak.queries[query_id])))
+    index = NearDuplicateIndex(params.near_jaccard, counts)
+    for number, tokens in enumerate(labeled):
+        index.add(tokens, str(number))
+    dropped = {}
+    for query_id in ids:
+        match = index.find(frozenset(words(ctx.weak.queries[query_id])))
+        if match is not None:
+            dropped[query_id] = (f"not_labeled: near a labeled query {ctx.labeled[int(match[0])]!r}"
+                                 f" (token-set Jaccard {match[1]:.2f} >= {params.near_jaccard})")
+    return dropped
+
+
+def dense_consistency(ids: list[str], ctx: Context, params: DenseConsistencyFilter) -> dict[str, str]:
+    dropped = {}
+    for query_id in ids:
+        rank = ctx.dense_ranks[query_id]
+        if rank == 0 or rank > params.k:
+            where = "beyond the searched depth" if rank == 0 else f"{rank}"
+            dropped[query_id] = f"dense_consistency: source document ranked {where} > k={params.k}"
+    return dropped
+
+
 FILTERS: dict[str, Filter] = {"bm25_consistency": bm25_consistency, "dedup": dedup,
-                              "length": length, "logprob_topn": logprob_topn}
+                              "length": length, "logprob_topn": logprob_topn,
+                              "not_labeled": not_labeled, "dense_consistency": dense_consistency}
 
 
 # ---------------------------------------------------------------- applying the steps

@@ -14,6 +14,7 @@ from sptar.config import BM25Config, load_config
 from sptar.errors import SptarError
 from sptar.filter import rank_histogram
 from sptar.formats import read_jsonl, read_qrels, read_queries, write_json
+from sptar.outputs.fewshot import load_split
 from sptar.outputs.weakset import WeakSet
 from sptar.stages import execute, paths_for
 from sptar.weak_filters import Context, NearDuplicateIndex, apply_steps, longest_shared_run
@@ -39,9 +40,15 @@ def _mirror(tmp_path, corpus, name="toy"):
     (folder / "qrels").mkdir(parents=True)
     (folder / "corpus.jsonl").write_text(
         "".join(json.dumps({"_id": d, **doc}) + "\n" for d, doc in corpus.items()))
-    first = next(iter(corpus))
-    (folder / "queries.jsonl").write_text(json.dumps({"_id": "t1", "text": "alpha"}) + "\n")
+    first, *rest = corpus
+    labeled = {f"l{n}": text for n, text in enumerate(["fake meat", "beta gamma", "delta", "epsilon",
+                                                      "zeta", "eta", "theta", "iota"])}
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": qid, "text": text}) + "\n"
+        for qid, text in {"t1": "alpha", **labeled}.items()))
     (folder / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\nt1\t{first}\t1\n")
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{qid}\t{rest[-1]}\t1\n" for qid in labeled))  # every labeled query judges the last document
     return folder.parent
 
 
@@ -70,6 +77,7 @@ def toy(tmp_path, monkeypatch):
     cfg = make_cfg()
     paths = paths_for(cfg, tmp_path / "data")
     execute("data", cfg, paths)
+    execute("split", cfg, paths)  # 4 + 3 labeled of the 8 train queries
     return make_cfg, paths
 
 
@@ -265,7 +273,7 @@ def test_unknown_filter_or_parameter_is_a_config_error(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("dataset:\n  name: scifact\nfilter:\n  steps:\n    - dedup: {}\n    - bogus: {k: 3}\n")
     with pytest.raises(SptarError, match=r"exp.yaml:6: key 'filter.steps.1': .*unknown filter 'bogus'"
-                                         r" \(known: bm25_consistency, dedup, length, logprob_topn\)"):
+                                         r" \(known: bm25_consistency, dedup, length, logprob_topn, not_labeled, dense_consistency\)"):
         load_config(path)
     path.write_text("dataset:\n  name: scifact\nfilter:\n  steps:\n    - length:\n        min_wrds: 3\n")
     with pytest.raises(SptarError, match=r"exp.yaml:6: key 'filter.steps.0.length.min_wrds': unknown key"):
@@ -304,3 +312,51 @@ def test_ranks_agree_across_backends_on_a_real_slice(scifact_slice):
     slow = BM25Searcher(data.corpus, BM25Config(backend="rank-bm25")).ranks(texts, docs)
     np.testing.assert_array_equal(fast, slow)
     assert (fast == 1).mean() > 0.5  # real claims mostly find their evidence first
+
+
+# ---------------------------------------------------------------- copies of labeled queries
+
+
+def test_not_labeled_drops_copies_of_labeled_queries():
+    queries = {"q1": "fake meat", "q2": "Fake meat?", "q3": "fake meat and health risks in adults",
+               "q4": "is soy protein safe for children", "q5": "processed meat and colon cancer"}
+    ctx = _context(queries, {"d": "a document"}, dict.fromkeys(queries, "d"))
+    ctx.labeled = ["Fake meat", "processed meat and colon cancer risk"]
+    outcome = apply_steps(_cfg("[not_labeled]"), ctx)
+    # q1, q2: the labeled query itself; q5: Jaccard 5/6 = 0.83; q3: 2/7 of its words
+    assert outcome.kept == ["q3", "q4"]
+    reasons = {q: reason for q, (_, reason) in outcome.dropped.items()}
+    assert reasons["q2"] == "not_labeled: near a labeled query 'Fake meat' (token-set Jaccard 1.00 >= 0.8)"
+    assert reasons["q5"].endswith("(token-set Jaccard 0.83 >= 0.8)")
+    strict = apply_steps(_cfg("[{not_labeled: {near_jaccard: 0.9}}]"), ctx)
+    assert strict.kept == ["q3", "q4", "q5"]
+
+
+def test_dense_consistency_keeps_the_source_within_k():
+    queries = {"q1": "a", "q2": "b", "q3": "c"}
+    ctx = _context(queries, {"d": "a document"}, dict.fromkeys(queries, "d"))
+    ctx.dense_ranks = {"q1": 1, "q2": 4, "q3": 0}  # 0: not within the searched depth
+    outcome = apply_steps(_cfg("[{dense_consistency: {k: 3}}]"), ctx)
+    assert outcome.kept == ["q1"]
+    assert outcome.dropped["q3"][1] == ("dense_consistency: source document ranked beyond the"
+                                         " searched depth > k=3")
+
+
+def test_the_stage_ranks_with_the_base_encoder_and_reads_the_labeled_queries(toy, tiny_encoder):
+    """dense_consistency: the base encoder retrieves over the corpus (cached embeddings);
+    not_labeled: the split's labeled queries, read from split/."""
+    make_cfg, paths = toy
+    labeled = set(load_split(paths).queries.values())
+    copied = sorted(labeled)[0]
+    _write_generated(paths, "sptar", [("gen-a1-0", "a1", copied, -1.0),
+                                      ("gen-a2-0", "a2", "alpha alpha", -1.0),
+                                      ("gen-b1-0", "b1", "w6x3 w6x4", -1.0)])
+    cfg = make_cfg(f"models.encoder={tiny_encoder}",
+                   "filter.steps=[not_labeled, {dense_consistency: {k: 11}}]")
+    summary = execute("filter", cfg, paths, variant="sptar")["summary"]
+    assert [s["kept"] for s in summary["steps"]] == [2, 2]  # 11 documents: every rank is <= 11
+    dropped = read_jsonl(paths.stage("filter", "sptar") / "dropped.jsonl")
+    assert [(row["query_id"], row["filter"]) for row in dropped] == [("gen-a1-0", "not_labeled")]
+    assert list((paths.cache / "embeddings").iterdir())  # the corpus was encoded into the cache
+    strict = make_cfg(f"models.encoder={tiny_encoder}", "filter.steps=[{dense_consistency: {k: 1}}]")
+    assert execute("filter", strict, paths, variant="sptar")["summary"]["kept"] < 3

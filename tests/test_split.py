@@ -177,3 +177,13 @@ def test_leak_guard_rest_drops_a_validation_query_that_repeats_a_labeled_one(tin
                            for q in split.queries)
     assert summary["set_aside"] == {"validation: text of a labeled query": twins_of_labeled}
     assert len(held.queries) == 16 - 5 - twins_of_labeled
+
+
+def test_corpus_pool_is_every_document_but_the_labeled_ones(tiny_cfg, tiny_paths):
+    cfg = tiny_cfg("split.pool=corpus", "split.max_unlabeled_docs=null")
+    split = _split(cfg, tiny_paths)
+    dataset = load_beir(tiny_paths.beir)
+    labeled_docs = {d for docs in (*split.prompt_train.values(), *split.prompt_eval.values()) for d in docs}
+    assert set(split.unlabeled) == set(dataset.corpus) - labeled_docs
+    test_docs = {d for docs in dataset.qrels["test"].values() for d in docs}
+    assert test_docs <= set(split.unlabeled)  # no labels are used to choose the pool

@@ -316,3 +316,21 @@ def test_equal_steps_for_every_system_and_a_one_step_run_trains(tiny_encoder, tm
     base = SentenceTransformer(str(tiny_encoder), device="cpu").encode(texts)
     trained = SentenceTransformer(str(one_paths.stage("train", "wo-aug") / "model"), device="cpu").encode(texts)
     assert not np.allclose(base, trained, atol=1e-6)
+
+
+def test_two_stage_training_and_upsampled_labeled_pairs(tiny_encoder, tmp_path):
+    """train.weak_steps: the weak pairs alone first, then the labeled pairs alone;
+    train.labeled_repeat: each labeled pair that many times."""
+    cfg = _config(tiny_encoder, "train.steps=3", "train.weak_steps=2", "train.labeled_repeat=2")
+    paths = paths_for(cfg, tmp_path / "data")
+    _prepare(cfg, paths)
+    summary = execute("train", cfg, paths, variant="sptar")["summary"]
+    assert (summary["steps"], summary["weak_steps"], summary["labeled_repeat"]) == (5, 2, 2)
+    log = read_jsonl(paths.stage("train", "sptar") / "train_log.jsonl")
+    phases = [(row["phase"], row["step"]) for row in log if "loss" in row]
+    assert phases == [("weak", 1), ("weak", 2), ("labeled", 1), ("labeled", 2), ("labeled", 3)]
+    one_stage = _config(tiny_encoder, "train.epochs=1", "train.labeled_repeat=3", "experiment=rep")
+    rep_paths = paths_for(one_stage, tmp_path / "data")
+    execute("split", one_stage, rep_paths)
+    summary = execute("train", one_stage, rep_paths, variant="wo-aug")["summary"]
+    assert summary["steps"] == -(-3 * 7 // 4)  # 7 labeled pairs, 3 times, in batches of 4

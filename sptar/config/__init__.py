@@ -23,10 +23,12 @@ from sptar.config.sections_filter import (
     FILTERS,
     BM25ConsistencyFilter,
     DedupFilter,
+    DenseConsistencyFilter,
     FilterConfig,
     FilterStep,
     LengthFilter,
     LogprobTopNFilter,
+    NotLabeledFilter,
 )
 from sptar.config.sections_llm import GenerateConfig, ModelsConfig, TuneConfig
 from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfig, TrainConfig
@@ -34,8 +36,8 @@ from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfi
 __all__ = [
     "FILTERS", "PIPELINES_DIR", "SYSTEMS", "TEST", "VALIDATION",
     "BM25Config", "BM25ConsistencyFilter", "Config", "CorpusSource", "DatasetConfig",
-    "DedupFilter", "DenseConfig", "EvaluateConfig", "ExportConfig", "FilterConfig", "FilterStep",
-    "GenerateConfig", "LengthFilter", "LogprobTopNFilter", "ModelsConfig", "Precision",
+    "DedupFilter", "DenseConfig", "DenseConsistencyFilter", "EvaluateConfig", "ExportConfig", "FilterConfig", "FilterStep",
+    "GenerateConfig", "LengthFilter", "LogprobTopNFilter", "ModelsConfig", "NotLabeledFilter", "Precision",
     "ReportConfig", "Section", "SplitConfig", "System", "TrainConfig", "TuneConfig",
     "load_config", "resolve_config_path",
 ]

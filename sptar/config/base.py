@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import PurePath
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -16,6 +16,18 @@ class Section(BaseModel):
     """A config section: frozen once loaded, and an unknown key is an error."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    # Fields added after stages had been run with this section: at this value a field is left
+    # out of the section's hash, so stages finished before it existed stay up to date.
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {}
+
+    def hash_dump(self) -> dict[str, Any]:
+        """The section as its stages' config hash sees it (see ``HASH_NEUTRAL``)."""
+        dump = self.model_dump(mode="json")
+        for key, neutral in self.HASH_NEUTRAL.items():
+            if key in dump and dump[key] == neutral:
+                del dump[key]
+        return dump
 
 
 def _relative(value: str | None, what: str) -> str | None:

@@ -79,13 +79,17 @@ class Config(Section):
         return value
 
     def sections(self, *names: str) -> dict[str, Any]:
-        """The named sections (or dotted keys such as ``dataset.name``) as plain data."""
+        """The named sections (or dotted keys such as ``dataset.name``) as plain data, as the
+        config hash sees them (:meth:`Section.hash_dump`)."""
         out: dict[str, Any] = {}
         for name in names:
             value: Any = self
             for part in name.split("."):
                 value = getattr(value, part)
-            out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            if isinstance(value, Section):
+                out[name] = value.hash_dump()
+            else:
+                out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         return out
 
     def section_hash(self, *names: str) -> str:

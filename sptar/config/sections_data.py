@@ -88,11 +88,12 @@ class SplitConfig(Section):
         None, ge=1, description="keep at most this many relevant documents per labeled query"
         " (sampled by seed); NFCorpus queries have ~40 each, which would make thousands of"
         " prompt-training pairs; null: all")
-    pool: Literal["unjudged", "not-in-eval"] = Field(
+    pool: Literal["unjudged", "not-in-eval", "corpus"] = Field(
         "unjudged", description="the unlabeled pool. unjudged: documents judged in no qrels split"
         " (SPTAR); not-in-eval: documents judged neither in the test nor the validation split nor"
         " by the sampled labeled pairs (for corpora such as NFCorpus where every document is judged"
-        " in some split)")
+        " in some split); corpus: every document but those of the sampled labeled pairs (as GPL,"
+        " InPars and Promptagator generate for the whole target corpus, using no labels)")
     shrink_to_fit: bool = Field(
         False, description="with fewer usable labeled queries than n_prompt_train + n_prompt_eval"
         " (a small examples file), split the ones there are: a third (at least one) for"

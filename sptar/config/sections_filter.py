@@ -64,8 +64,26 @@ class LogprobTopNFilter(Section):
         return self
 
 
+class NotLabeledFilter(Section):
+    """Drop a generated query equal or near to a labeled query (prompt-train or prompt-eval; the
+    in-context examples are among them): a copied example teaches nothing about its document."""
+
+    near_jaccard: float = Field(0.8, gt=0, le=1, description="drop a query whose word set has at"
+                                " least this Jaccard similarity with a labeled query's")
+
+
+class DenseConsistencyFilter(Section):
+    """Keep a pair when the untouched base encoder (``models.encoder``), searching the whole
+    corpus with the query, ranks its source document in the top ``k`` (Promptagator's round-trip
+    filter, with the zero-shot retriever)."""
+
+    k: int = Field(10, ge=1, description="the depth the base encoder must rank the source document"
+                   " within")
+
+
 FILTERS = {"bm25_consistency": BM25ConsistencyFilter, "dedup": DedupFilter,
-           "length": LengthFilter, "logprob_topn": LogprobTopNFilter}
+           "length": LengthFilter, "logprob_topn": LogprobTopNFilter,
+           "not_labeled": NotLabeledFilter, "dense_consistency": DenseConsistencyFilter}
 
 
 class FilterStep(Section):
@@ -81,6 +99,11 @@ class FilterStep(Section):
     logprob_topn: LogprobTopNFilter | None = Field(
         None, description="keep the best n queries (or fraction of them) by mean token"
         " log-probability")
+    not_labeled: NotLabeledFilter | None = Field(
+        None, description="drop queries equal or near to a labeled query (copied examples)")
+    dense_consistency: DenseConsistencyFilter | None = Field(
+        None, description="keep a pair when the base encoder ranks its source document in the"
+        " top k")
 
     @model_validator(mode="before")
     @classmethod

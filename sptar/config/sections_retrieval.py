@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -65,11 +65,19 @@ class DenseConfig(Section):
 class TrainConfig(Section):
     """Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, in-batch negatives)."""
 
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"labeled_repeat": 1, "weak_steps": 0}
+
     epochs: int = Field(1, ge=1, description="passes over each system's own training set (ignored"
                         " when steps is set)")
     steps: int | None = Field(None, ge=1, description="optimizer steps, the same for every trained"
                               " system (a small set repeats its epochs); when set, epochs is"
                               " ignored")
+    labeled_repeat: int = Field(1, ge=1, description="each labeled pair appears this many times"
+                                " in the training set (upsampling the gold pairs beside the weak"
+                                " ones)")
+    weak_steps: int = Field(0, ge=0, description="two-stage training: first this many optimizer"
+                            " steps on the weak pairs alone, then steps (or epochs) on the labeled"
+                            " pairs alone; 0: one stage on both mixed")
     batch_size: int = Field(32, ge=2, description="pairs per batch (per process under DDP);"
                             " in-batch negatives: batch_size - 1 per query, at least 1")
     lr: float = Field(2e-5, gt=0, lt=1, description="learning rate of the retriever fine-tuning"
