@@ -136,12 +136,14 @@ def main() -> None:
                         help="an override for every setting")
     parser.add_argument("--systems", nargs="+", default=["wo-aug", "inpars", "sptar"])
     parser.add_argument("--jobs", type=int, default=2, help="(setting, seed) runs side by side")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per run (default: the cores shared among the jobs)")
     parser.add_argument("--out", default="levers", help="results file suffix")
     parser.add_argument("--table-only", action="store_true", help="only print the table")
     args = parser.parse_args()
     settings = [(name, [*args.common, *sets]) for name, sets in args.setting or [("base", [])]]
     if not args.table_only:
-        threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        threads = str(args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
         os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         jobs = [(args.pipeline, name, sets, seed, args.systems)
                 for name, sets in settings for seed in args.seeds]
