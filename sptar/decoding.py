@@ -86,10 +86,11 @@ class LineGenerator:
 
     def __init__(self, model, prefix_ids: Sequence[int], *, stop_ids: Sequence[int], pad_id: int,
                  soft_prompt=None, use_cache: bool = True, max_new_tokens: int = 48,
-                 slots: int = 8):
+                 slots: int = 8, banned: Sequence[Sequence[int]] = ()):
         """``model``: a causal LM (not a PEFT wrapper); ``soft_prompt``: ``[1, n, hidden]``
         embeddings placed before the prefix ids (the virtual tokens of prompt tuning);
-        ``slots``: rows decoded at once."""
+        ``slots``: rows decoded at once; ``banned``: token n-grams a line never contains (its
+        next token is never the one that would complete one)."""
         import torch
 
         self.model = model
@@ -100,6 +101,10 @@ class LineGenerator:
         self.slots = slots
         self.group = max(1, slots // 4)  # rows prefilled together when refilling
         self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=self.device)
+        self.banned: dict[tuple[int, ...], set[int]] = {}  # n-1 tokens -> the tokens they forbid
+        for ngram in banned:
+            self.banned.setdefault(tuple(ngram[:-1]), set()).add(int(ngram[-1]))
+        self.ban_context = len(next(iter(self.banned))) if self.banned else 0
         self._check_layers()
         use_decode_attention(model)
         self.prefix_embeds = prefix_embeddings(model, prefix_ids, soft_prompt)  # [1, P, hidden]
@@ -259,6 +264,8 @@ class _Decoding:
         import torch
 
         generators = [self.rows[s].generator for s in slots] if self.sampling.sample else None
+        if self.gen.banned:
+            self._ban(slots, logits)
         chosen = _choose(logits, self.sampling, generators)
         logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0]
         stopped = torch.isin(chosen, self.gen.stop_ids).tolist()
@@ -271,6 +278,16 @@ class _Decoding:
             if stop or len(row.tokens) >= self.gen.max_new_tokens:
                 self.results[row.index] = Line(row.tokens, row.logprob_sum, bool(stop))
                 self.rows[slot] = None
+
+    def _ban(self, slots: list[int], logits) -> None:
+        """Forbid, in place, each row's tokens that would complete a banned n-gram."""
+        n = self.gen.ban_context
+        for i, slot in enumerate(slots):
+            tokens = self.rows[slot].tokens
+            if len(tokens) >= n:
+                forbidden = self.gen.banned.get(tuple(tokens[len(tokens) - n:]))
+                if forbidden:
+                    logits[i, list(forbidden)] = float("-inf")
 
     def _compact(self) -> None:
         """Move the live columns left, right after the prefix, to make room for new ones."""

@@ -169,6 +169,18 @@ def run(cfg: Config, paths: Paths, variant: str, overwrite: bool = False,
     return summary
 
 
+def example_ngrams(fmt, prompt: Prompt, n: int) -> list[list[int]]:
+    """Every run of ``n`` tokens of the in-context examples' queries (``generate.ban_example_ngrams``;
+    none when ``n`` is 0)."""
+    if not n:
+        return []
+    found = []
+    for _, query in prompt.examples:
+        ids = fmt.query_ids(query)
+        found += [ids[i:i + n] for i in range(len(ids) - n + 1)]
+    return found
+
+
 def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine: list[int],
                      doc_tokens: dict[str, list[int]], prompt: Prompt, device: str, fmt,
                      shard: int, num_shards: int, what: str) -> dict[str, Any]:
@@ -198,7 +210,8 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
         generator = LineGenerator(model, prefix_ids, stop_ids=stop_token_ids(tokenizer),
                                   pad_id=tokenizer.pad_token_id, soft_prompt=soft,
                                   use_cache=cfg.generate.prefix_cache,
-                                  max_new_tokens=cfg.generate.max_new_tokens, slots=rows)
+                                  max_new_tokens=cfg.generate.max_new_tokens, slots=rows,
+                                  banned=example_ngrams(fmt, prompt, cfg.generate.ban_example_ngrams))
         for number in mine:
             chunk_start = time.perf_counter()
             items = [Item(doc, k, doc_tokens[doc]) for doc in chunks[number]

@@ -64,13 +64,29 @@ def manifests(*folders: Path) -> list[Path]:
     return [folder / MANIFEST for folder in folders]
 
 
+def input_key(path: str | Path) -> str:
+    """An upstream manifest's key among a stage's inputs: its path inside the experiment's folder
+    (``split/manifest.json``) or from the data root (``beir/<dataset>/manifest.json``), so that a
+    run's folders keep their meaning when copied or linked into another experiment or data root
+    (older manifests, keyed by the whole path, compare the same way)."""
+    parts = Path(path).parts
+    if not parts or parts[-1] != MANIFEST:
+        return str(path)  # a source digest (a local corpus file), not a manifest
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "beir":
+            return "/".join(parts[i:])
+        if parts[i] == "runs" and i + 2 < len(parts):
+            return "/".join(parts[i + 2:])
+    return str(path)
+
+
 def input_hashes(manifests: list[Path]) -> dict[str, str]:
     """What a stage read: each upstream stage's output digest (so an upstream re-run that writes
     the same files does not make the downstream stages run again)."""
     hashes = {}
     for path in manifests:
         recorded = read_json(path).get("outputs")
-        hashes[str(path)] = recorded if isinstance(recorded, str) else sha256_file(path)[:16]
+        hashes[input_key(path)] = recorded if isinstance(recorded, str) else sha256_file(path)[:16]
     return hashes
 
 
@@ -82,7 +98,11 @@ def is_fresh(folder: Path, config_hash: str, inputs: dict[str, str]) -> bool:
         manifest = read_json(path)
     except Exception:
         return False
-    return manifest.get("config_hash") == config_hash and manifest.get("inputs") == inputs
+    recorded = manifest.get("inputs")
+    if not isinstance(recorded, dict):
+        return False
+    return (manifest.get("config_hash") == config_hash
+            and {input_key(key): value for key, value in recorded.items()} == inputs)
 
 
 def write_manifest(folder: Path, *, stage: str, options: dict[str, Any], config: dict[str, Any],

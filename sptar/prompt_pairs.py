@@ -78,6 +78,31 @@ def draw_examples(rng: random.Random, pairs: Sequence[Pair], k: int,
     return tuple(picked)
 
 
+@dataclass
+class ExampleDraw:
+    """The example pairs of a training prompt (``tune.example_draw``): drawn afresh for every
+    prompt (random), or one set drawn once by seed for every prompt (fixed, as SPTAR tunes; a
+    spare pair stands in when a training pair would be its own example)."""
+
+    pairs: Sequence[Pair]
+    k: int
+    fixed: tuple[Pair, ...] | None = None
+
+    @classmethod
+    def for_config(cls, cfg: Config, data: TuneData) -> ExampleDraw:
+        if cfg.tune.example_draw == "random" or cfg.tune.n_examples == 0:
+            return cls(data.train, cfg.tune.n_examples)
+        spare = min(cfg.tune.n_examples + 1, len({qid for qid, _ in data.train}))
+        rng = random.Random(f"{cfg.seed}-tune-fixed-examples")
+        return cls(data.train, cfg.tune.n_examples, draw_examples(rng, data.train, spare))
+
+    def __call__(self, rng: random.Random, pair: Pair | None = None) -> tuple[Pair, ...]:
+        query = pair[0] if pair else None
+        if self.fixed is None:
+            return draw_examples(rng, self.pairs, self.k, exclude_query=query)
+        return tuple(p for p in self.fixed if p[0] != query)[:self.k]
+
+
 def sample_candidates(pairs: Sequence[Pair], k: int, n: int, seed: str) -> list[tuple[Pair, ...]]:
     """Up to ``n`` distinct example sets of ``k`` pairs (just the empty set when ``k`` is 0)."""
     if k == 0:
@@ -119,7 +144,9 @@ def eval_sets(cfg: Config, data: TuneData) -> tuple[EvalSet, EvalSet]:
         log.warning("tune.heldout_eval_pairs is %d but only %d prompt-eval pairs are left after the"
                     " %d of tune.eval_pairs", wanted, len(heldout), n_eval)
 
+    examples = ExampleDraw.for_config(cfg, data)
+
     def draw(pairs: list[Pair]) -> EvalSet:
-        return EvalSet(pairs, [draw_examples(rng, data.train, cfg.tune.n_examples) for _ in pairs])
+        return EvalSet(pairs, [examples(rng) for _ in pairs])
 
     return draw(data.eval[:n_eval]), draw(heldout)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sptar.config import Config
-from sptar.prompt_pairs import TuneData, draw_examples
+from sptar.prompt_pairs import ExampleDraw, TuneData
 from sptar.prompts import PromptFormat, pad_batch
 from sptar.scoring import Row, Scorer, target_nll
 from sptar.softprompt import soft_prompt_weights
@@ -87,6 +87,7 @@ def train_prompt(cfg: Config, peft_model, fmt: PromptFormat, data: TuneData,
         planned = min(planned, tune.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / planned))
     rng = random.Random(f"{cfg.seed}-tune-train")
+    examples = ExampleDraw.for_config(cfg, data)
     stopper = _EarlyStopping(tune.patience)
     log_rows: list[dict[str, Any]] = []
     timing = {"train": 0.0, "eval": 0.0}
@@ -111,8 +112,7 @@ def train_prompt(cfg: Config, peft_model, fmt: PromptFormat, data: TuneData,
         order = rng.sample(data.train, len(data.train))
         for pairs in _chunks(order, micro_batch * tune.grad_accum):
             started = time.time()
-            rows = [fmt.training_example(*data.texts[pair], data.examples(
-                        draw_examples(rng, data.train, tune.n_examples, exclude_query=pair[0])))
+            rows = [fmt.training_example(*data.texts[pair], data.examples(examples(rng, pair)))
                     for pair in pairs]  # built as needed: a large split is cut short by max_steps
             step_loss, tokens = _accumulate_gradients(peft_model, rows, micro_batch, scorer.pad_id,
                                                       device, tune.n_virtual_tokens)

@@ -95,10 +95,13 @@ class PromptFormat:
     def doc_ids(self, doc: str, n_examples: int) -> list[int]:
         return self._ids(self.doc_block(doc, n_examples))
 
+    def query_ids(self, query: str) -> list[int]:
+        """`` {query}`` as the model writes it after ``Relevant Query:`` (cut to the query budget)."""
+        return self._ids(" " + " ".join(query.split()))[: self.max_query_tokens]
+
     def target_ids(self, query: str) -> list[int]:
         """The tokens the model must write: `` {query}`` then a newline (end of line = stop)."""
-        ids = self._ids(" " + " ".join(query.split()))[: self.max_query_tokens]
-        return ids + self._ids("\n")
+        return self.query_ids(query) + self._ids("\n")
 
     def training_example(self, doc: str, query: str,
                          examples: Sequence[Example]) -> tuple[list[int], list[int]]:

@@ -229,3 +229,18 @@ def test_a_new_field_at_its_neutral_value_leaves_the_hash_as_before():
         SCIFACT_QUICK_HASHES["train"]
     assert load_config("scifact-quick", ["train.weak_steps=5"]).section_hash("train") != \
         SCIFACT_QUICK_HASHES["train"]
+
+
+def test_new_generate_and_tune_fields_leave_their_stages_hashes_as_before():
+    import importlib
+
+    from sptar.stages import STAGES
+
+    cfg = load_config("scifact-quick")
+    for stage, values in (("generate", ("sptar",)), ("generate", ("inpars",)), ("tune", ())):
+        module_name, options = STAGES[stage]
+        names = importlib.import_module(module_name).sections(**dict(zip(options, values, strict=True)))
+        assert cfg.section_hash(*names) == SCIFACT_QUICK_STAGE_HASHES[(stage, values)]
+        changed = load_config("scifact-quick", ["generate.ban_example_ngrams=3",
+                                                "tune.example_draw=fixed"])
+        assert changed.section_hash(*names) != SCIFACT_QUICK_STAGE_HASHES[(stage, values)]

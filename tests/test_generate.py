@@ -509,3 +509,32 @@ def test_decode_attention_equals_sdpa_for_one_query_row():
         theirs, _ = sdpa_attention_forward(Module(), query, key, value, m, scaling=0.3)
         assert ours.shape == theirs.shape == (4, 1, 6, 8)
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_banned_ngrams_never_appear_in_a_line(tiny_llm):
+    """generate.ban_example_ngrams: the decoder never completes a banned token n-gram, so lines
+    that wrote one without the ban write something else with it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sptar.decoding import LineGenerator, stop_token_ids
+    from sptar.prompts import PromptFormat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
+    fmt = PromptFormat(tokenizer, "sptar", max_doc_tokens=40)
+    texts = [doc_text(doc) for doc in read_corpus("tests/fixtures/beir/tiny/corpus.jsonl").values()]
+    docs = [fmt.doc_ids(text, 0) for text in texts[:12]]
+
+    def lines(banned=()):
+        gen = LineGenerator(model, fmt.prefix_ids([]), stop_ids=stop_token_ids(tokenizer),
+                            pad_id=2, max_new_tokens=8, slots=4, banned=banned)
+        return [line.token_ids for line in gen.generate(docs)]
+
+    free = lines()
+    bigrams = {tuple(line[i:i + 2]) for line in free for i in range(len(line) - 1)}
+    assert len(bigrams) > 5
+    banned = sorted(bigrams)[: len(bigrams) // 2]
+    kept = lines([list(b) for b in banned])
+    assert kept != free
+    for line in kept:
+        assert not {tuple(line[i:i + 2]) for i in range(len(line) - 1)} & set(banned)

@@ -121,3 +121,24 @@ def test_every_stage_of_the_tiny_pipeline_in_under_two_minutes(tiny_llm, tiny_en
             assert all(0 <= value <= 1 for value in metrics.values()), (split, system)
             assert metrics["Recall@10"] <= metrics["Recall@100"] <= metrics["Recall@1000"]
     assert seconds < 120, f"the whole tiny pipeline took {seconds:.0f} s"
+
+
+def test_a_run_copied_into_another_experiment_stays_up_to_date(tiny_cfg, tiny_paths):
+    """Inputs are keyed inside the experiment folder (split/manifest.json), so a finished run's
+    folders linked under another experiment name are still fresh there (benchmarks/levers.py
+    relies on it); manifests written with whole paths as keys compare the same."""
+    import shutil
+
+    from sptar.manifest import MANIFEST, input_key
+
+    cfg = tiny_cfg()
+    _run_all(cfg, tiny_paths)
+    other = tiny_cfg("experiment=copy")
+    other_paths = paths_for(other, tiny_paths.root)
+    shutil.copytree(tiny_paths.runs, other_paths.runs)
+    before = read_json(other_paths.stage("evaluate", "bm25") / MANIFEST)
+    assert set(before["inputs"]) == {"beir/tiny/manifest.json", "split/manifest.json"}
+    _run_all(other, other_paths)
+    assert read_json(other_paths.stage("evaluate", "bm25") / MANIFEST) == before  # skipped
+    assert input_key("data/runs/x-seed1/filter/sptar/manifest.json") == "filter/sptar/manifest.json"
+    assert input_key("/tmp/d/beir/scifact/manifest.json") == "beir/scifact/manifest.json"

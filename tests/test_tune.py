@@ -385,3 +385,21 @@ def test_prompt_tuning_lowers_the_loss_it_is_scored_on(tmp_path):
     assert result.best_loss < result.initial_loss - 0.1, (result.initial_loss, result.best_loss)
     assert scorer.loss(own.rows(data, fmt)) == pytest.approx(result.best_loss, abs=1e-5)
     assert not torch.equal(before, soft_prompt_weights(peft_model).detach())
+
+
+def test_fixed_example_draw_gives_every_prompt_the_same_examples(tiny_cfg, tmp_path):
+    from sptar.prompt_pairs import ExampleDraw
+
+    cfg = tiny_cfg("tune.example_draw=fixed", "tune.n_examples=2")
+    paths = paths_for(cfg, tmp_path / "data")
+    execute("data", cfg, paths)
+    execute("split", cfg, paths)
+    data = load_data(cfg, paths)
+    draw = ExampleDraw.for_config(cfg, data)
+    rng = random.Random(0)
+    sets = {pair: draw(rng, pair) for pair in data.train}
+    assert all(len(s) == 2 and pair[0] not in {q for q, _ in s} for pair, s in sets.items())
+    assert len({s for s in sets.values()}) <= 3  # the fixed three, two at a time
+    assert draw(rng) == draw.fixed[:2]  # an eval pair (never a prompt-train query): the first two
+    randomly = ExampleDraw.for_config(tiny_cfg("tune.n_examples=2"), data)
+    assert len({randomly(rng, pair) for pair in data.train for _ in range(3)}) > 3

@@ -84,8 +84,12 @@ class Config(Section):
         out: dict[str, Any] = {}
         for name in names:
             value: Any = self
+            parent: Any = None
             for part in name.split("."):
-                value = getattr(value, part)
+                parent, value = value, getattr(value, part)
+            neutral = getattr(parent, "HASH_NEUTRAL", {})
+            if part in neutral and value == neutral[part]:
+                continue  # a field added later, at the value that behaves as before it existed
             if isinstance(value, Section):
                 out[name] = value.hash_dump()
             else:

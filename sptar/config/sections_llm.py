@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +24,8 @@ class ModelsConfig(Section):
 
 class TuneConfig(Section):
     """Soft prompt tuning and the soft prompt filter (``sptar.tune``)."""
+
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"example_draw": "random"}
 
     n_virtual_tokens: int = Field(50, ge=1, description="length of the soft prompt, in virtual"
                                   " tokens (SPTAR: 50)")
@@ -51,6 +53,10 @@ class TuneConfig(Section):
     max_query_tokens: int = Field(48, ge=4, description="a query (the tokens the loss counts) is"
                                   " cut to this many tokens")
     n_examples: int = Field(1, ge=0, le=2, description="in-context example pairs in every prompt")
+    example_draw: Literal["random", "fixed"] = Field(
+        "random", description="the example pairs of the training prompts: random (drawn afresh"
+        " for every prompt and epoch) or fixed (one set, drawn by seed, for every prompt, as"
+        " SPTAR tunes; a training pair never serves as its own example)")
     n_candidates: int = Field(10, ge=1, description="example sets the soft prompt filter scores")
     heldout_eval_pairs: int = Field(0, ge=0, description="further prompt-eval pairs, used for no"
                                     " choice: they check the choices on pairs they never saw")
@@ -58,6 +64,8 @@ class TuneConfig(Section):
 
 class GenerateConfig(Section):
     """Weak query generation (``sptar generate``): decoding, prompt and batching."""
+
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"ban_example_ngrams": 0}
 
     queries_per_doc: int = Field(1, ge=1, description="weak queries written per unlabeled document"
                                  " (more than 1 needs sample: true)")
@@ -73,6 +81,9 @@ class GenerateConfig(Section):
                                 " many tokens")
     inpars_examples: int = Field(3, ge=1, description="example pairs in the InPars prompt (from"
                                  " prompt-train)")
+    ban_example_ngrams: int = Field(0, ge=0, description="decoding never writes a run of this many"
+                                    " tokens that occurs in an in-context example's query (against"
+                                    " copying the example); 0: off, else at least 2")
     retries: int = Field(2, ge=0, description="an empty query is re-sampled this often, then"
                          " dropped")
     batch_size: int | Literal["auto"] = Field(
@@ -84,6 +95,13 @@ class GenerateConfig(Section):
                                " cache once (false: per batch)")
     precision: Precision = Field("auto", description="auto: bf16 on CUDA and on CPUs with native"
                                  " bf16, fp32 elsewhere (bf16 changes some greedy outputs)")
+
+    @field_validator("ban_example_ngrams")
+    @classmethod
+    def _ngram(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("ban_example_ngrams 1 would ban single tokens: use 0 (off) or 2 or more")
+        return value
 
     @field_validator("batch_size", mode="before")
     @classmethod
