@@ -112,6 +112,12 @@ class LineGenerator:
         self._prefix_kv = (prefix_states(model, self.prefix_embeds) if use_cache and self.prefix_len
                            else None)
 
+    def prefix_states(self) -> list | None:
+        """The prefix's key/value states (:func:`sptar.kvcache.prefix_states`), None without one."""
+        if self._prefix_kv is not None or not self.prefix_len:
+            return self._prefix_kv
+        return prefix_states(self.model, self.prefix_embeds)  # use_cache off: computed again
+
     def _check_layers(self) -> None:
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer

@@ -162,9 +162,11 @@ def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
     corpus = load_corpus(paths)
     weak = read_weak_set(paths.stage("generate", variant), corpus)
-    if any(step.name == "logprob_topn" for step in cfg.filter.steps):
-        for query_id in weak.queries:  # a missing score fails now, not after the BM25 pass
-            logprob_of(weak, query_id)
+    for step, keys in (("logprob_topn", ("logprob",)), ("query_likelihood", ("ll_doc", "ll_nodoc"))):
+        if any(s.name == step for s in cfg.filter.steps):
+            for query_id in weak.queries:  # a missing score fails now, not after the BM25 pass
+                for key in keys:
+                    logprob_of(weak, query_id, key)
     log.info("BM25: ranking the source documents of %d queries over %d documents",
              len(weak.queries), len(corpus))
     ctx = Context(weak, corpus, source_ranks(cfg, weak, corpus), search_depth(cfg))

@@ -51,7 +51,15 @@ from sptar.formats import (
     Corpus,
     doc_text,
 )
-from sptar.generation import FORMAT_VERSION, Item, Workspace, generate_items, merge, plan_chunks
+from sptar.generation import (
+    FORMAT_VERSION,
+    Item,
+    Workspace,
+    generate_items,
+    merge,
+    plan_chunks,
+    score_likelihoods,
+)
 from sptar.manifest import input_hashes, manifests
 from sptar.outputs.dataset import load_corpus
 from sptar.outputs.fewshot import load_split, pool_file
@@ -217,6 +225,8 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
             items = [Item(doc, k, doc_tokens[doc]) for doc in chunks[number]
                      for k in range(cfg.generate.queries_per_doc)]
             generate_items(items, generator, tokenizer, cfg, generator.prefix_len)
+            if cfg.generate.score_without_doc:
+                score_likelihoods(items, generator, fmt, len(prompt.examples), rows)
             seconds = time.perf_counter() - chunk_start
             header = {"chunk": number, "docs": len(chunks[number]), "seconds": round(seconds, 3),
                       "prefix_tokens": generator.prefix_len}

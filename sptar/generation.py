@@ -24,6 +24,7 @@ from sptar.text import clean_query
 log = logging.getLogger(__name__)
 
 PARTS = "parts"
+LIKELIHOODS = ("ll_doc", "ll_nodoc")  # mean log-probability per token, with / without the document
 FORMAT_VERSION = 2  # of the chunk records and the post-processing: bump when they change
 
 
@@ -41,12 +42,14 @@ class Item:
     attempts: int = 0
     new_tokens: int = 0
     prompt_tokens: int = 0
+    likelihoods: dict[str, float] = field(default_factory=dict)  # ll_doc, ll_nodoc (when scored)
 
     def record(self) -> dict[str, Any]:
         return {"doc_id": self.doc_id, "k": self.k, "text": self.text or None,
                 "logprob": None if self.logprob is None else round(self.logprob, 6),
                 "reason": self.reason, "raw": self.raw, "attempts": self.attempts,
-                "new_tokens": self.new_tokens, "prompt_tokens": self.prompt_tokens}
+                "new_tokens": self.new_tokens, "prompt_tokens": self.prompt_tokens,
+                **{key: round(value, 6) for key, value in self.likelihoods.items()}}
 
 
 def query_id(doc_id: str, k: int) -> str:
@@ -89,6 +92,27 @@ def generate_items(items: list[Item], generator, tokenizer, cfg: Config,
             break
     for item in pending:
         item.reason = f"{item.reason} after {item.attempts} attempt(s)"
+
+
+def score_likelihoods(items: list[Item], generator, fmt, n_examples: int, batch_size: int) -> None:
+    """``generate.score_without_doc``: each written query's mean log-probability per token
+    (end of line included) after the prompt with its document, and with an empty document."""
+    from sptar.prompts import IGNORE_INDEX
+    from sptar.scoring import scores_after_prefix
+
+    live = [item for item in items if item.text]
+    if not live:
+        return
+    empty = fmt.doc_ids("", n_examples)
+    for key, blocks in (("ll_doc", [item.doc_ids for item in live]), ("ll_nodoc", [empty] * len(live))):
+        rows = []
+        for block, item in zip(blocks, live, strict=True):
+            target = fmt.target_ids(item.text)
+            rows.append((list(block) + target, [IGNORE_INDEX] * len(block) + target))
+        scores = scores_after_prefix(generator.model, generator.prefix_states(), generator.prefix_len,
+                                     rows, generator.pad_id, generator.device, batch_size)
+        for item, (nll, count) in zip(live, scores, strict=True):
+            item.likelihoods[key] = -nll / max(count, 1)
 
 
 @dataclass
@@ -170,7 +194,8 @@ def merge(work: Workspace, count: int, pool: list[str], corpus: Corpus,
             qid = query_id(doc_id, record["k"])
             if record["text"]:
                 queries[qid] = record["text"]
-                metadata[qid] = {"doc_id": doc_id, "logprob": record["logprob"], "variant": variant}
+                metadata[qid] = {"doc_id": doc_id, "logprob": record["logprob"], "variant": variant,
+                                 **{key: record[key] for key in LIKELIHOODS if key in record}}
                 source[qid] = doc_id
             else:
                 dropped.append({"query_id": qid, "doc_id": doc_id, "reason": record["reason"],

@@ -87,14 +87,10 @@ class Scorer:
         return self.model.get_base_model(), soft_prompt_weights(self.model)[None]
 
     def row_scores(self, rows: Sequence[Row], desc: str | None = None) -> list[tuple[float, int]]:
-        import torch
-        from tqdm.auto import tqdm
+        from sptar.kvcache import prefix_embeddings, prefix_states
 
-        from sptar.kvcache import prefix_cache, prefix_embeddings, prefix_states
-
-        scores: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
         if not rows:
-            return scores
+            return []
         model, soft = self._parts() if self.share_prefix else (self.model, None)
         shared = shared_length(rows) if self.share_prefix else 0
         n_virtual = 0 if self.share_prefix else self.n_virtual
@@ -103,22 +99,38 @@ class Scorer:
             embeds = prefix_embeddings(model, rows[0][0][:shared], soft)
             states, prefix = prefix_states(model, embeds), embeds.shape[1]
         rest = [(ids[shared:], labels[shared:]) for ids, labels in rows]
-        order = sorted(range(len(rows)), key=lambda i: len(rest[i][0]))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        with torch.no_grad():
-            for batch in tqdm(batches, desc=desc, leave=False, disable=desc is None):
-                ids, mask, labels = pad_batch([rest[i][0] for i in batch], self.pad_id, "right",
-                                              labels=[rest[i][1] for i in batch])
-                cache = None
-                if states is not None:
-                    cache = prefix_cache(model, states, len(batch))
-                    mask = torch.cat([mask.new_ones(len(batch), prefix), mask], dim=1)
-                nll, count = target_nll(model, ids.to(self.device), mask.to(self.device),
-                                        labels.to(self.device), n_virtual, past_key_values=cache)
-                for i, total, n in zip(batch, nll.tolist(), count.tolist(), strict=True):
-                    scores[i] = (total, n)
-        return scores
+        return scores_after_prefix(model, states, prefix, rest, self.pad_id, self.device,
+                                   self.batch_size, n_virtual, desc)
 
     def loss(self, rows: Sequence[Row], desc: str | None = None) -> float:
         scores = self.row_scores(rows, desc)
         return sum(total for total, _ in scores) / max(1, sum(n for _, n in scores))
+
+
+def scores_after_prefix(model, states: list | None, prefix: int, rows: Sequence[Row], pad_id: int,
+                        device: str, batch_size: int = 8, n_virtual: int = 0,
+                        desc: str | None = None) -> list[tuple[float, int]]:
+    """``(summed NLL, token count)`` of each row's labelled tokens, every row following the prefix
+    whose key/value ``states`` (:func:`sptar.kvcache.prefix_states`, ``prefix`` positions long;
+    None: no prefix) are computed already; length-sorted batches."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from sptar.kvcache import prefix_cache
+
+    scores: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.no_grad():
+        for batch in tqdm(batches, desc=desc, leave=False, disable=desc is None):
+            ids, mask, labels = pad_batch([rows[i][0] for i in batch], pad_id, "right",
+                                          labels=[rows[i][1] for i in batch])
+            cache = None
+            if states is not None:
+                cache = prefix_cache(model, states, len(batch))
+                mask = torch.cat([mask.new_ones(len(batch), prefix), mask], dim=1)
+            nll, count = target_nll(model, ids.to(device), mask.to(device), labels.to(device),
+                                    n_virtual, past_key_values=cache)
+            for i, total, n in zip(batch, nll.tolist(), count.tolist(), strict=True):
+                scores[i] = (total, n)
+    return scores

@@ -17,6 +17,7 @@ from sptar.config import (
     LengthFilter,
     LogprobTopNFilter,
     NotLabeledFilter,
+    QueryLikelihoodFilter,
 )
 from sptar.errors import SptarError, input_error
 from sptar.formats import Corpus, doc_text
@@ -165,27 +166,40 @@ def length(ids: list[str], ctx: Context, params: LengthFilter) -> dict[str, str]
     return dropped
 
 
-def logprob_topn(ids: list[str], ctx: Context, params: LogprobTopNFilter) -> dict[str, str]:
-    """Keep the best n (or fraction) by mean log-probability; ties go to the earlier query."""
-    logprob = {query_id: logprob_of(ctx.weak, query_id) for query_id in ids}
+def _best(ids: list[str], score: dict[str, float], params, what: str) -> dict[str, str]:
+    """Keep the best ``params.n`` (or ``params.fraction``) by ``score``; ties go to the earlier
+    query."""
     if params.n is not None:
-        keep, what = min(params.n, len(ids)), f"n={params.n}"
+        keep, how = min(params.n, len(ids)), f"n={params.n}"
     else:
-        keep, what = max(1, round(params.fraction * len(ids))), f"fraction={params.fraction}"
-    order = sorted(range(len(ids)), key=lambda i: (-logprob[ids[i]], i))
+        keep, how = max(1, round(params.fraction * len(ids))), f"fraction={params.fraction}"
+    order = sorted(range(len(ids)), key=lambda i: (-score[ids[i]], i))
     if keep >= len(ids):
         return {}
-    cut = logprob[ids[order[keep - 1]]]
-    return {ids[i]: (f"logprob_topn: mean log-probability {logprob[ids[i]]:.3f} not among the best"
-                     f" {keep} of {len(ids)} ({what}, cut-off {cut:.3f})") for i in order[keep:]}
+    cut = score[ids[order[keep - 1]]]
+    return {ids[i]: (f"{what} {score[ids[i]]:.3f} not among the best {keep} of {len(ids)} ({how},"
+                     f" cut-off {cut:.3f})") for i in order[keep:]}
 
 
-def logprob_of(weak: WeakSet, query_id: str) -> float:
-    value = weak.metadata[query_id].get("logprob")
+def logprob_topn(ids: list[str], ctx: Context, params: LogprobTopNFilter) -> dict[str, str]:
+    """Keep the best n (or fraction) by mean log-probability."""
+    return _best(ids, {q: logprob_of(ctx.weak, q) for q in ids}, params,
+                 "logprob_topn: mean log-probability")
+
+
+def query_likelihood(ids: list[str], ctx: Context, params: QueryLikelihoodFilter) -> dict[str, str]:
+    """Keep the best n (or fraction) by ll_doc - ll_nodoc: what the document adds."""
+    gain = {q: logprob_of(ctx.weak, q, "ll_doc") - logprob_of(ctx.weak, q, "ll_nodoc") for q in ids}
+    return _best(ids, gain, params, "query_likelihood: log-probability gain from the document")
+
+
+def logprob_of(weak: WeakSet, query_id: str, key: str = "logprob") -> float:
+    value = weak.metadata[query_id].get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        fix = ("re-run sptar generate, or drop logprob_topn from filter.steps" if key == "logprob"
+               else "set generate.score_without_doc: true and re-run sptar generate")
         raise input_error(weak.queries_file, f"query {query_id!r} has no numeric"
-                          f" metadata 'logprob' (got {value!r})",
-                          fix="re-run sptar generate, or drop logprob_topn from filter.steps")
+                          f" metadata '{key}' (got {value!r})", fix=fix)
     return float(value)
 
 
@@ -218,7 +232,8 @@ def dense_consistency(ids: list[str], ctx: Context, params: DenseConsistencyFilt
 
 FILTERS: dict[str, Filter] = {"bm25_consistency": bm25_consistency, "dedup": dedup,
                               "length": length, "logprob_topn": logprob_topn,
-                              "not_labeled": not_labeled, "dense_consistency": dense_consistency}
+                              "not_labeled": not_labeled, "dense_consistency": dense_consistency,
+                              "query_likelihood": query_likelihood}
 
 
 # ---------------------------------------------------------------- applying the steps

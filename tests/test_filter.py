@@ -273,7 +273,7 @@ def test_unknown_filter_or_parameter_is_a_config_error(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("dataset:\n  name: scifact\nfilter:\n  steps:\n    - dedup: {}\n    - bogus: {k: 3}\n")
     with pytest.raises(SptarError, match=r"exp.yaml:6: key 'filter.steps.1': .*unknown filter 'bogus'"
-                                         r" \(known: bm25_consistency, dedup, length, logprob_topn, not_labeled, dense_consistency\)"):
+                                         r" \(known: bm25_consistency, dedup, length, logprob_topn, not_labeled, dense_consistency, query_likelihood\)"):
         load_config(path)
     path.write_text("dataset:\n  name: scifact\nfilter:\n  steps:\n    - length:\n        min_wrds: 3\n")
     with pytest.raises(SptarError, match=r"exp.yaml:6: key 'filter.steps.0.length.min_wrds': unknown key"):
@@ -360,3 +360,18 @@ def test_the_stage_ranks_with_the_base_encoder_and_reads_the_labeled_queries(toy
     assert list((paths.cache / "embeddings").iterdir())  # the corpus was encoded into the cache
     strict = make_cfg(f"models.encoder={tiny_encoder}", "filter.steps=[{dense_consistency: {k: 1}}]")
     assert execute("filter", strict, paths, variant="sptar")["summary"]["kept"] < 3
+
+
+def test_query_likelihood_keeps_what_the_document_explains_best():
+    queries = {"q1": "a", "q2": "b", "q3": "c", "q4": "d"}
+    ctx = _context(queries, {"d": "a document"}, dict.fromkeys(queries, "d"))
+    for qid, (with_doc, without) in {"q1": (-1.0, -3.0), "q2": (-0.5, -0.6), "q3": (-2.0, -5.0),
+                                     "q4": (-1.0, -1.0)}.items():
+        ctx.weak.metadata[qid] |= {"ll_doc": with_doc, "ll_nodoc": without}
+    outcome = apply_steps(_cfg("[{query_likelihood: {n: 2}}]"), ctx)
+    assert outcome.kept == ["q1", "q3"]  # gains 2.0 and 3.0; q2 0.1, q4 0
+    assert outcome.dropped["q2"][1].startswith("query_likelihood: log-probability gain from the"
+                                               " document 0.100 not among the best 2 of 4")
+    del ctx.weak.metadata["q4"]["ll_nodoc"]
+    with pytest.raises(SptarError, match="no numeric metadata 'll_nodoc'.*generate.score_without_doc"):
+        apply_steps(_cfg("[{query_likelihood: {fraction: 0.5}}]"), ctx)

@@ -538,3 +538,37 @@ def test_banned_ngrams_never_appear_in_a_line(tiny_llm):
     assert kept != free
     for line in kept:
         assert not {tuple(line[i:i + 2]) for i in range(len(line) - 1)} & set(banned)
+
+
+def test_likelihoods_with_and_without_the_document_equal_whole_prompt_scores(setup, tiny_llm):
+    """generate.score_without_doc: ll_doc / ll_nodoc of each query equal the mean log-probability
+    of its tokens (end of line included) after the whole prompt, with its document or an empty
+    one, computed without any cache."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sptar.generate import inpars_examples
+    from sptar.outputs.dataset import load_corpus
+    from sptar.prompts import IGNORE_INDEX
+    from sptar.scoring import target_nll
+
+    cfg, paths = setup("a", "generate.score_without_doc=true", "generate.precision=fp32")
+    execute("generate", cfg, paths, variant="inpars")
+    queries, metadata = read_queries(paths.stage("generate", "inpars") / "queries.jsonl",
+                                     with_metadata=True)
+    corpus = load_corpus(paths)
+    prompt = inpars_examples(cfg, paths, corpus)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
+    fmt = prompt.format(tokenizer, cfg.generate.max_doc_tokens)
+    prefix = fmt.prefix_ids(prompt.examples)
+    for qid, text in list(queries.items())[:4]:
+        doc = fmt.doc_ids(doc_text(corpus[metadata[qid]["doc_id"]]), len(prompt.examples))
+        for key, block in (("ll_doc", doc), ("ll_nodoc", fmt.doc_ids("", len(prompt.examples)))):
+            target = fmt.target_ids(text)
+            ids = torch.tensor([prefix + block + target])
+            labels = torch.tensor([[IGNORE_INDEX] * (len(prefix) + len(block)) + target])
+            with torch.no_grad():
+                nll, count = target_nll(model, ids, torch.ones_like(ids), labels)
+            assert metadata[qid][key] == pytest.approx(-nll.item() / count.item(), abs=1e-4)
+    assert any(m["ll_doc"] != m["ll_nodoc"] for m in metadata.values())

@@ -29,6 +29,7 @@ from sptar.config.sections_filter import (
     LengthFilter,
     LogprobTopNFilter,
     NotLabeledFilter,
+    QueryLikelihoodFilter,
 )
 from sptar.config.sections_llm import GenerateConfig, ModelsConfig, TuneConfig
 from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfig, TrainConfig
@@ -37,7 +38,7 @@ __all__ = [
     "FILTERS", "PIPELINES_DIR", "SYSTEMS", "TEST", "VALIDATION",
     "BM25Config", "BM25ConsistencyFilter", "Config", "CorpusSource", "DatasetConfig",
     "DedupFilter", "DenseConfig", "DenseConsistencyFilter", "EvaluateConfig", "ExportConfig", "FilterConfig", "FilterStep",
-    "GenerateConfig", "LengthFilter", "LogprobTopNFilter", "ModelsConfig", "NotLabeledFilter", "Precision",
+    "GenerateConfig", "LengthFilter", "LogprobTopNFilter", "ModelsConfig", "NotLabeledFilter", "Precision", "QueryLikelihoodFilter",
     "ReportConfig", "Section", "SplitConfig", "System", "TrainConfig", "TuneConfig",
     "load_config", "resolve_config_path",
 ]

@@ -64,6 +64,23 @@ class LogprobTopNFilter(Section):
         return self
 
 
+class QueryLikelihoodFilter(Section):
+    """Keep the best ``n`` queries (or ``fraction`` of them) by how much their document raises
+    their likelihood: the mean log-probability per token after the prompt with the document
+    minus with an empty one (a pointwise mutual information; needs
+    ``generate.score_without_doc``)."""
+
+    n: int | None = Field(None, ge=1, description="keep this many queries (give n or fraction)")
+    fraction: float | None = Field(None, gt=0, le=1, description="keep this share of the queries"
+                                   " (give n or fraction)")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> QueryLikelihoodFilter:
+        if (self.n is None) == (self.fraction is None):
+            raise ValueError("give exactly one of n or fraction")
+        return self
+
+
 class NotLabeledFilter(Section):
     """Drop a generated query equal or near to a labeled query (prompt-train or prompt-eval; the
     in-context examples are among them): a copied example teaches nothing about its document."""
@@ -83,7 +100,8 @@ class DenseConsistencyFilter(Section):
 
 FILTERS = {"bm25_consistency": BM25ConsistencyFilter, "dedup": DedupFilter,
            "length": LengthFilter, "logprob_topn": LogprobTopNFilter,
-           "not_labeled": NotLabeledFilter, "dense_consistency": DenseConsistencyFilter}
+           "not_labeled": NotLabeledFilter, "dense_consistency": DenseConsistencyFilter,
+           "query_likelihood": QueryLikelihoodFilter}
 
 
 class FilterStep(Section):
@@ -104,6 +122,9 @@ class FilterStep(Section):
     dense_consistency: DenseConsistencyFilter | None = Field(
         None, description="keep a pair when the base encoder ranks its source document in the"
         " top k")
+    query_likelihood: QueryLikelihoodFilter | None = Field(
+        None, description="keep the best n queries (or fraction) by log P(q | d) - log P(q) under"
+        " the generation prompt")
 
     @model_validator(mode="before")
     @classmethod

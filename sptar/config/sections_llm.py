@@ -65,7 +65,7 @@ class TuneConfig(Section):
 class GenerateConfig(Section):
     """Weak query generation (``sptar generate``): decoding, prompt and batching."""
 
-    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"ban_example_ngrams": 0}
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"ban_example_ngrams": 0, "score_without_doc": False}
 
     queries_per_doc: int = Field(1, ge=1, description="weak queries written per unlabeled document"
                                  " (more than 1 needs sample: true)")
@@ -81,6 +81,10 @@ class GenerateConfig(Section):
                                 " many tokens")
     inpars_examples: int = Field(3, ge=1, description="example pairs in the InPars prompt (from"
                                  " prompt-train)")
+    score_without_doc: bool = Field(
+        False, description="score each written query under the prompt with its document and with an"
+        " empty one: metadata ll_doc and ll_nodoc (mean log-probability per token), for the"
+        " query_likelihood filter")
     ban_example_ngrams: int = Field(0, ge=0, description="decoding never writes a run of this many"
                                     " tokens that occurs in an in-context example's query (against"
                                     " copying the example); 0: off, else at least 2")
