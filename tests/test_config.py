@@ -133,7 +133,8 @@ def test_section_hashes_are_pinned():
 # ---------------------------------------------------------------- sptar config --explain
 
 ALL_FILTERS = ("filter.steps=[{bm25_consistency: {k: 25}}, dedup, {length: {max_words: 20}},"
-               " {logprob_topn: {fraction: 0.5}}, not_labeled, {dense_consistency: {k: 5}}]")
+               " {logprob_topn: {fraction: 0.5}}, not_labeled, {dense_consistency: {k: 5}},"
+               " {query_likelihood: {n: 100}}]")
 
 
 def _fields(model, prefix=""):
