@@ -26,6 +26,16 @@ def setup() -> None:
     logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
+def run_paths(run: Path):
+    """The ``Paths`` of a finished run folder ``data/runs/<experiment>/`` (its dataset from the
+    split manifest)."""
+    from sptar.formats import read_json
+    from sptar.paths import Paths
+
+    dataset = read_json(run / "split" / "manifest.json")["config"]["dataset.name"]
+    return Paths(run.parent.parent, run.name, dataset)
+
+
 def prepared(pipeline: str = "scifact-quick"):
     """The pipeline's config, paths and dataset (runs the data stage if needed)."""
     setup()

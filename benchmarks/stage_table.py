@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import report, setup
+from common import report, run_paths, setup
 
 from sptar.formats import read_json
 from sptar.metrics import MAIN_METRICS
-from sptar.paths import Paths
 from sptar.runfacts import run_span, stage_timings
 
 
 def timings(run: Path) -> dict[str, dict]:
     """The run's stage timings as the report shows them (data, the shared copy, left out)."""
-    dataset = read_json(run / "split" / "manifest.json")["config"]["dataset.name"]
-    found = stage_timings(Paths(run.parent.parent, run.name, dataset))
+    found = stage_timings(run_paths(run))
     found.pop("data", None)
     return found
 

@@ -15,20 +15,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import report, setup
+from common import report, run_paths, setup
 
 from sptar.manifest import read_manifest
 from sptar.outputs.fewshot import load_split
 from sptar.outputs.weakset import read_weak_set
-from sptar.paths import Paths
 from sptar.text import normalized
 
 VARIANTS = ("inpars", "sptar")
-
-
-def run_paths(run: Path) -> Paths:
-    dataset = (read_manifest(run / "split") or {}).get("config", {}).get("dataset.name", "")
-    return Paths(run.parent.parent, run.name, dataset)
 
 
 def stats(run: Path, variant: str) -> dict | None:
