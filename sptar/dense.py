@@ -73,6 +73,14 @@ def calibration_texts(corpus: Corpus, cfg: DenseConfig) -> list[str]:
     return [doc_text(corpus[doc_id]) for doc_id in chosen]
 
 
+def int8_recipe(cfg: DenseConfig) -> dict[str, str]:
+    """For a stage's manifest: the int8 encoder's recipe when ``dense.quantize: int8``, so that
+    outputs encoded by an earlier recipe are stale."""
+    from sptar import openvino_encoding
+
+    return {"dense.quantize int8 recipe": openvino_encoding.recipe()} if cfg.quantize == "int8" else {}
+
+
 def encode_texts(model, texts: list[str], cfg: DenseConfig, show_progress: bool = False,
                  calibration: list[str] | None = None) -> np.ndarray:
     """Float32 embeddings (unit length for cosine models), computed in ``cfg.precision`` by
@@ -107,7 +115,7 @@ def embedding_key(model_fingerprint: str, corpus_fingerprint: str, model, cfg: D
     blob = json.dumps([EMBEDDING_FORMAT, model_fingerprint, corpus_fingerprint,
                        model.max_seq_length, _normalize(model), _precision(model, cfg),
                        backend(model, cfg)]
-                      + (["int8", cfg.calibration_docs, openvino_encoding.KEEP_FLOAT]
+                      + (["int8", cfg.calibration_docs, openvino_encoding.recipe()]
                          if quantized(model, cfg) else []))
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

@@ -54,6 +54,12 @@ def upstream(cfg: Config, paths: Paths, system: str) -> list[Path]:
     return needed
 
 
+def source_digests(cfg: Config, system: str) -> dict[str, str]:
+    from sptar.dense import int8_recipe
+
+    return int8_recipe(cfg.dense) if system != "bm25" else {}
+
+
 def encoder_for(cfg: Config, paths: Paths, system: str) -> str:
     """The model a dense system retrieves with."""
     return cfg.models.encoder if system == "zero-shot" else str(model_dir(paths, system))

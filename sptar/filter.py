@@ -159,6 +159,13 @@ def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
     return manifests(paths.beir, paths.stage("split"), paths.stage("generate", variant))
 
 
+def source_digests(cfg: Config, variant: str) -> dict[str, str]:
+    from sptar.dense import int8_recipe
+
+    dense = any(step.name == "dense_consistency" for step in cfg.filter.steps)
+    return int8_recipe(cfg.dense) if dense else {}
+
+
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
     corpus = load_corpus(paths)
     weak = read_weak_set(paths.stage("generate", variant), corpus)

@@ -6,7 +6,8 @@ A stage is a module with four functions:
 - ``output_dir(paths, **options)``: the folder it writes (and its ``manifest.json``);
 - ``upstream(cfg, paths, **options)``: the manifests of the earlier stages it reads;
 - ``run(cfg, paths, **options) -> summary``: the work; returns counts for the manifest;
-- optionally ``source_digests(cfg)``: content hashes of input files that no stage wrote.
+- optionally ``source_digests(cfg, **options)``: hashes of what else its output depends on:
+  input files that no stage wrote, the int8 encoder's recipe.
 
 :func:`execute` checks that the upstream stages finished, skips the stage when its manifest
 matches the config and inputs, seeds, runs it, and writes the manifest last. While the stage
@@ -105,14 +106,21 @@ def plan(cfg: Config, paths: Paths) -> list[dict[str, Any]]:
             state = "not run"
             if (folder / MANIFEST).is_file():
                 ready = all(p.is_file() for p in needed)
-                inputs = input_hashes(needed) if ready else {}
-                if ready and hasattr(module, "source_digests"):
-                    inputs.update(module.source_digests(cfg))
+                inputs = _inputs(module, cfg, needed, chosen) if ready else {}
                 state = "done" if ready and is_fresh(folder, config_hash, inputs) else "stale"
             rows.append({"stage": stage, "options": chosen, "sections": list(names),
                          "config_hash": config_hash, "folder": str(folder),
                          "upstream": [str(p) for p in needed], "state": state})
     return rows
+
+
+def _inputs(module, cfg: Config, needed: list[Path], options: dict[str, Any]) -> dict[str, str]:
+    """What a stage's manifest records it read: the upstream manifests' hashes and the stage's
+    own ``source_digests``."""
+    inputs = input_hashes(needed)
+    if hasattr(module, "source_digests"):
+        inputs.update(module.source_digests(cfg, **options))
+    return inputs
 
 
 def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
@@ -137,9 +145,7 @@ def execute(stage: str, cfg: Config, paths: Paths, *, force: bool = False,
                          f" (fix: run the stage that writes {missing[0].parent} first, e.g. make all)")
     names = module.sections(**options)
     config_hash = cfg.section_hash(*names)
-    inputs = input_hashes(needed)
-    if hasattr(module, "source_digests"):  # files outside the pipeline (a local corpus)
-        inputs.update(module.source_digests(cfg))
+    inputs = _inputs(module, cfg, needed, options)
     label = " ".join([stage, *(str(v) for v in options.values())])
     set_label(label)
     if not force and is_fresh(folder, config_hash, inputs):

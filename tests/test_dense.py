@@ -148,6 +148,12 @@ def test_int8_encoding_is_close_deterministic_and_cached_apart(tiny_encoder, mon
     assert quantized(model, int8) and not quantized(model, plain)
     got = encode_texts(model, texts, int8, calibration=calibration)
     assert (got * encode_texts(model, texts, plain)).sum(axis=1).min() > 0.98
+    # short texts padded beside a long one: near their float embeddings, and the same alone
+    short = ["fake meat", "x", "vitamin d deficiency", "a much longer text " * 20]
+    padded = encode_texts(model, short, int8.model_copy(update={"batch_size": 4}), calibration=calibration)
+    assert (padded * encode_texts(model, short, plain)).sum(axis=1).min() > 0.98
+    alone = encode_texts(model, short, int8.model_copy(update={"batch_size": 1}), calibration=calibration)
+    assert (padded * alone).sum(axis=1).min() > 0.999
     again = encode_texts(load_encoder(str(tiny_encoder), "cpu", 64), texts, int8, calibration=calibration)
     np.testing.assert_array_equal(again, got)
     assert embedding_key("m", "c", model, int8) != embedding_key("m", "c", model, plain)
@@ -162,6 +168,9 @@ def test_int8_encoding_is_close_deterministic_and_cached_apart(tiny_encoder, mon
                    for output in op.outputs() for target in output.get_target_inputs()}
     assert any("intermediate.dense" in name for name in int8_inputs)
     assert not any(re.search(r"layer\.\d+\.output\.dense", name) for name in int8_inputs)  # KEEP_FLOAT
+    float_ops = {op.get_friendly_name() for op in quantised.get_ordered_ops()
+                 if op.get_type_name() in openvino_encoding.FLOAT_OPS}
+    assert float_ops and not float_ops & int8_inputs  # attention (and its padding mask) stays float
     with pytest.raises(SptarError, match="needs calibration texts"):
         encode_texts(model, texts, int8)
     with pytest.raises(ValueError, match="quantize int8 needs the OpenVINO backend"):

@@ -142,3 +142,23 @@ def test_a_run_copied_into_another_experiment_stays_up_to_date(tiny_cfg, tiny_pa
     assert read_json(other_paths.stage("evaluate", "bm25") / MANIFEST) == before  # skipped
     assert input_key("data/runs/x-seed1/filter/sptar/manifest.json") == "filter/sptar/manifest.json"
     assert input_key("/tmp/d/beir/scifact/manifest.json") == "beir/scifact/manifest.json"
+
+
+def test_a_new_int8_recipe_makes_int8_encodings_stale(tiny_cfg, tiny_paths, monkeypatch):
+    """Outputs encoded by an earlier int8 quantisation recipe (e.g. one that quantised attention)
+    re-run; BM25's stay fresh."""
+    from sptar import openvino_encoding
+    from sptar.stages import plan
+
+    cfg = tiny_cfg("dense.quantize=int8", "dense.calibration_docs=4")
+    for stage, options in [("data", {}), ("split", {}), ("evaluate", {"system": "bm25"}),
+                           ("evaluate", {"system": "zero-shot"})]:
+        execute(stage, cfg, tiny_paths, **options)
+
+    def states():
+        return {row["options"].get("system"): row["state"] for row in plan(cfg, tiny_paths)
+                if row["stage"] == "evaluate" and row["options"]["system"] in ("bm25", "zero-shot")}
+
+    assert states() == {"bm25": "done", "zero-shot": "done"}
+    monkeypatch.setattr(openvino_encoding, "recipe", lambda: "an earlier recipe")
+    assert states() == {"bm25": "done", "zero-shot": "stale"}
