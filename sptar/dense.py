@@ -194,6 +194,9 @@ def _merge_chunks(ids: list[str], cfg: DenseConfig, cache_dir: Path) -> np.ndarr
     chunks = _chunks(ids, cfg, cache_dir)
     with chunks.merging() as complete:
         if not complete:
+            merged = _cached_embeddings(cache_dir, ids)  # a run beside this one merged them first
+            if merged is not None:
+                return merged
             log.info("%s: %d of %d chunk(s) still missing: the shard that finishes last merges",
                      cache_dir, chunks.missing(), chunks.count)
             return None

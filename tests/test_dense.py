@@ -64,6 +64,23 @@ def test_killed_encoding_resumes_from_its_chunks(tmp_path):
                                                             tmp_path / "fresh"))
 
 
+def test_a_run_whose_chunks_a_run_beside_it_merged_reads_the_merged_cache(tmp_path, monkeypatch):
+    """Two runs encode the same corpus side by side (zero-shot in two seeds' evaluations): the
+    one that comes to merge second finds its chunks merged away and reads the merged cache."""
+    import sptar.dense as dense
+
+    cfg, cache = DenseConfig(chunk_size=6), tmp_path / "cache"
+    expected = encode_corpus(CountingEncoder(), CORPUS, cfg, tmp_path / "fresh")
+    encode_chunks = dense._encode_chunks
+
+    def then_the_other_run_merges(*args, **kwargs):
+        encode_chunks(*args, **kwargs)
+        assert dense._merge_chunks(list(CORPUS), cfg, cache) is not None
+
+    monkeypatch.setattr(dense, "_encode_chunks", then_the_other_run_merges)
+    np.testing.assert_array_equal(encode_corpus(CountingEncoder(), CORPUS, cfg, cache), expected)
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_indexes_find_the_exact_top1(kind):
     rng = np.random.default_rng(0)
