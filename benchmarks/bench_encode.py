@@ -1,5 +1,5 @@
 """Corpus encoding: plain fp32 torch vs bf16 torch (CPU autocast) vs OpenVINO (float and int8),
-docs/s and nDCG@10.
+docs/s, nDCG@10, and how close each encoding's document and query embeddings come to fp32 torch's.
 
 OpenVINO runs as ``dense.backend: auto`` does on CPU (bf16 where the CPU computes bf16 natively);
 ``openvino int8`` as ``dense.quantize: int8``, its quantisation time (calibration on
@@ -64,10 +64,10 @@ def main() -> None:
               + ", ".join(f"{p} {seconds[p]:.0f} s" for p in SETTINGS), flush=True)
 
     query_ids = list(queries)
-    rows, embeddings = [], {}
+    rows, embeddings, query_embeddings = [], {}, {}
     for name in SETTINGS:
         docs = embeddings[name] = np.concatenate(parts[name])
-        query_vectors = encode_texts(model, [queries[q] for q in query_ids], settings[name],
+        query_vectors = query_embeddings[name] = encode_texts(model, [queries[q] for q in query_ids], settings[name],
                                      calibration=calibration[name])
         run = search_index(build_index(docs, cfg.dense), doc_ids, query_ids, query_vectors,
                            cfg.dense.top_k)
@@ -77,14 +77,16 @@ def main() -> None:
                      "docs/s": round(len(docs) / seconds[name], 2),
                      "speedup": round(seconds[BASE] / seconds[name], 2),
                      "NDCG@10": round(mean["NDCG@10"], 4), "Recall@100": round(mean["Recall@100"], 4)})
-    cosines = {name: (embeddings[BASE] * embeddings[name]).sum(axis=1) for name in SETTINGS
-               if name != BASE}
+    cosines = {(what, name): (vectors[BASE] * vectors[name]).sum(axis=1)
+               for what, vectors in (("docs", embeddings), ("queries", query_embeddings))
+               for name in SETTINGS if name != BASE}
     report("encode", rows, {
         "dataset": f"{cfg.dataset.name} ({len(doc_ids)} docs, {len(query_ids)} queries)",
         "encoder": cfg.models.encoder, "batch_size": cfg.dense.batch_size,
         "max_seq_length": cfg.dense.max_seq_length, "threads": torch.get_num_threads(),
-        **{f"cosine({BASE}, {name}) min / mean": [round(float(c.min()), 6), round(float(c.mean()), 6)]
-           for name, c in cosines.items()},
+        **{f"{what}: cosine({BASE}, {name}) min / mean / share below 0.99":
+           [round(float(c.min()), 6), round(float(c.mean()), 6), round(float((c < 0.99).mean()), 4)]
+           for (what, name), c in cosines.items()},
     })
 
 
