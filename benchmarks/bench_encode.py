@@ -67,8 +67,8 @@ def main() -> None:
     rows, embeddings, query_embeddings = [], {}, {}
     for name in SETTINGS:
         docs = embeddings[name] = np.concatenate(parts[name])
-        query_vectors = query_embeddings[name] = encode_texts(model, [queries[q] for q in query_ids], settings[name],
-                                     calibration=calibration[name])
+        query_vectors = query_embeddings[name] = encode_texts(
+            model, [queries[q] for q in query_ids], settings[name], calibration=calibration[name])
         run = search_index(build_index(docs, cfg.dense), doc_ids, query_ids, query_vectors,
                            cfg.dense.top_k)
         mean, _ = evaluate_run(qrels, run)

@@ -159,25 +159,29 @@ def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
     return manifests(paths.beir, paths.stage("split"), paths.stage("generate", variant))
 
 
+def step_names(cfg: Config) -> set[str]:
+    """The filter steps ``filter.steps`` uses."""
+    return {step.name for step in cfg.filter.steps}
+
+
 def source_digests(cfg: Config, variant: str) -> dict[str, str]:
     from sptar.dense import int8_recipe
 
-    dense = any(step.name == "dense_consistency" for step in cfg.filter.steps)
-    return int8_recipe(cfg.dense) if dense else {}
+    return int8_recipe(cfg.dense) if "dense_consistency" in step_names(cfg) else {}
 
 
 def run(cfg: Config, paths: Paths, variant: str) -> dict:
     corpus = load_corpus(paths)
     weak = read_weak_set(paths.stage("generate", variant), corpus)
+    names = step_names(cfg)
     for step, keys in (("logprob_topn", ("logprob",)), ("query_likelihood", ("ll_doc", "ll_nodoc"))):
-        if any(s.name == step for s in cfg.filter.steps):
+        if step in names:
             for query_id in weak.queries:  # a missing score fails now, not after the BM25 pass
                 for key in keys:
                     logprob_of(weak, query_id, key)
     log.info("BM25: ranking the source documents of %d queries over %d documents",
              len(weak.queries), len(corpus))
     ctx = Context(weak, corpus, source_ranks(cfg, weak, corpus), search_depth(cfg))
-    names = {step.name for step in cfg.filter.steps}
     if "not_labeled" in names:
         ctx.labeled = list(load_split(paths).queries.values())
     if "dense_consistency" in names:

@@ -36,11 +36,11 @@ CALIBRATION_BATCH = 16  # calibration texts per batch of activation statistics
 # error (1 - cosine to bf16: 0.0028 -> 0.0014) for 1.36x instead of 1.47x bf16's docs/s.
 KEEP_FLOAT = [r".*layer\.\d+\.output\.dense/.*"]
 # Ops int8 leaves in float: attention itself. Quantising its inputs quantises the additive padding
-# mask too, and wrecked short texts: on the 300 SciFact test queries (MiniLM, 64 calibration
-# documents, batches of 16) 27 embeddings fell below cosine 0.99 to the float model's (the worst
-# 0.59) and a query's embedding depended on the batch it was encoded in (so two processes with
-# different query sets scored the same query differently). With attention in float: none below
-# 0.99 (the worst 0.996, mean 0.9989; documents mean 0.9987), at the same speed.
+# mask too, and spoilt short, padded texts: of SciFact's 657 validation queries (MiniLM, 64
+# calibration documents, batches of 16) 4.1 % fell below cosine 0.99 to torch fp32 (the worst
+# 0.668), and a query's embedding depended on the batch it was encoded in. With attention in
+# float: none below 0.99 (the worst 0.9917, mean 0.99896; documents mean 0.99865), at the same
+# speed (benchmarks/README.md, bench_encode.py).
 FLOAT_OPS = ["ScaledDotProductAttention"]
 
 
