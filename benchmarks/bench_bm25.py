@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from common import prepared, report, timer, validation_queries
 
-from sptar.bm25 import BM25Searcher
-from sptar.metrics import evaluate_run
+from sptar.reporting.metrics import evaluate_run
+from sptar.retrieval.bm25 import BM25Searcher
 
 
 def main() -> None:

@@ -21,10 +21,16 @@ import time
 import numpy as np
 from common import prepared, report, validation_queries
 
-from sptar.dense import build_index, calibration_texts, encode_texts, quantized, search_index
-from sptar.formats import doc_text
-from sptar.metrics import evaluate_run
+from sptar.io.formats import doc_text
 from sptar.models import load_encoder
+from sptar.reporting.metrics import evaluate_run
+from sptar.retrieval.dense import (
+    build_index,
+    calibration_texts,
+    encode_texts,
+    quantized,
+    search_index,
+)
 
 SETTINGS = {  # name: dense config overrides
     "torch fp32": {"backend": "torch", "precision": "fp32"},

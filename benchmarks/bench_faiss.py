@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 from common import prepared, report, timer, validation_queries
 
-from sptar.dense import build_index, embedding_key, encode_corpus, encode_texts, search_index
-from sptar.formats import sha256_file
-from sptar.metrics import evaluate_run
+from sptar.io.formats import sha256_file
 from sptar.models import load_encoder, model_fingerprint, resolve_model
+from sptar.reporting.metrics import evaluate_run
+from sptar.retrieval.dense import (
+    build_index,
+    embedding_key,
+    encode_corpus,
+    encode_texts,
+    search_index,
+)
 
 
 class Precomputed:

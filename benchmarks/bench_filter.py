@@ -20,7 +20,7 @@ import numpy as np
 from common import prepared, report, timer
 from standin_weak import standin_rows, write_generated
 
-from sptar.bm25 import BM25Searcher, tokenize
+from sptar.retrieval.bm25 import BM25Searcher, tokenize
 
 KS = (10, 20, 30, 70, 100)
 
@@ -144,8 +144,8 @@ def large(cfg, n: int, baseline_sample: int) -> tuple[list[dict], dict]:
 def stage_end_to_end(corpus, texts, docs) -> dict:
     """Run ``sptar filter`` (index, ranks, every step, writing) on the synthetic set."""
     from sptar.config import load_config
-    from sptar.formats import write_corpus, write_qrels, write_queries
-    from sptar.stages import execute, paths_for
+    from sptar.io.formats import write_corpus, write_qrels, write_queries
+    from sptar.run.runner import execute, paths_for
 
     with tempfile.TemporaryDirectory() as tmp:
         mirror = Path(tmp) / "mirror" / "synthetic"
@@ -176,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg, _, _ = prepared()
     from sptar.outputs.dataset import load_beir
-    from sptar.stages import paths_for
+    from sptar.run.runner import paths_for
 
     dataset = load_beir(paths_for(cfg).beir)
     rows = standin_rows(dataset, args.queries)

@@ -27,14 +27,14 @@ import time
 
 from common import prepared, report
 
-from sptar.decoding import LineGenerator, stop_token_ids
-from sptar.formats import doc_text
-from sptar.generate import inpars_examples
+from sptar.io.formats import doc_text
+from sptar.llm.decoding import LineGenerator, stop_token_ids
+from sptar.llm.prompts import SOFT_PROMPT_INIT, PromptFormat
 from sptar.models import autocast, cast_linear_weights, load_causal_lm, resolve_model
 from sptar.outputs.fewshot import load_split
-from sptar.prompts import SOFT_PROMPT_INIT, PromptFormat
-from sptar.resources import decoding_rows
-from sptar.stages import execute
+from sptar.run.resources import decoding_rows
+from sptar.run.runner import execute
+from sptar.stages.generate import inpars_examples
 
 
 class LineEndTimes:

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from common import prepared, report
 
-from sptar.bm25 import BM25Searcher
 from sptar.models import resolve_device
 from sptar.outputs.dataset import load_corpus
-from sptar.trainer import fit
-from sptar.trainset import add_hard_negatives, build_training_data
+from sptar.retrieval.bm25 import BM25Searcher
+from sptar.retrieval.trainer import fit
+from sptar.retrieval.trainset import add_hard_negatives, build_training_data
 
 SETTINGS = {  # name: train config overrides; the first is the plain way
     "fp32": {"precision": "fp32", "attention_dropout": None},

@@ -17,12 +17,12 @@ import time
 import torch
 from common import prepared, report
 
+from sptar.llm.prompt_pairs import check_data, eval_sets, load_data, sample_candidates
+from sptar.llm.scoring import Scorer
+from sptar.llm.softprompt import wrap_with_soft_prompt
 from sptar.models import load_causal_lm, resolve_device
-from sptar.prompt_pairs import check_data, eval_sets, load_data, sample_candidates
-from sptar.scoring import Scorer
-from sptar.softprompt import wrap_with_soft_prompt
-from sptar.stages import execute
-from sptar.tune import batch_sizes, prompt_format
+from sptar.run.runner import execute
+from sptar.stages.tune import batch_sizes, prompt_format
 
 
 def main() -> None:

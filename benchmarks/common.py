@@ -29,8 +29,8 @@ def setup() -> None:
 def run_paths(run: Path):
     """The ``Paths`` of a finished run folder ``data/runs/<experiment>/`` (its dataset from the
     split manifest)."""
-    from sptar.formats import read_json
-    from sptar.paths import Paths
+    from sptar.io.formats import read_json
+    from sptar.io.paths import Paths
 
     dataset = read_json(run / "split" / "manifest.json")["config"]["dataset.name"]
     return Paths(run.parent.parent, run.name, dataset)
@@ -41,7 +41,7 @@ def prepared(pipeline: str = "scifact-quick"):
     setup()
     from sptar.config import load_config
     from sptar.outputs.dataset import load_beir
-    from sptar.stages import execute, paths_for
+    from sptar.run.runner import execute, paths_for
 
     cfg = load_config(pipeline)
     paths = paths_for(cfg)
@@ -54,7 +54,7 @@ def validation_queries(cfg, paths):
     """``(queries, qrels)`` of the pipeline's validation split (runs the split stage if needed):
     what a benchmark that measures quality scores, never the test split."""
     from sptar.outputs.fewshot import load_validation
-    from sptar.stages import execute
+    from sptar.run.runner import execute
 
     execute("split", cfg, paths)
     validation = load_validation(paths)

@@ -39,7 +39,7 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
 def lever_config(pipeline: str, name: str, sets: list[str], seed: int):
     """The setting's config for one seed, in its own experiment folder."""
     from sptar.config import load_config
-    from sptar.repeats import seed_overrides
+    from sptar.stages.repeats import seed_overrides
 
     base = load_config(pipeline, [*sets, f"experiment={pipeline}-lever-{name}"])
     return load_config(pipeline, [*sets, f"experiment={pipeline}-lever-{name}",
@@ -67,8 +67,8 @@ def link_base(base_runs: Path, runs: Path) -> None:
 def run_job(pipeline: str, name: str, sets: list[str], seed: int, systems: list[str]) -> str:
     """One setting and seed: every stage its systems need (fresh ones are skipped)."""
     from sptar.config import load_config
-    from sptar.repeats import seed_experiment
-    from sptar.stages import execute, paths_for
+    from sptar.run.runner import execute, paths_for
+    from sptar.stages.repeats import seed_experiment
 
     cfg = lever_config(pipeline, name, sets, seed)
     paths = paths_for(cfg)
@@ -86,11 +86,11 @@ def run_job(pipeline: str, name: str, sets: list[str], seed: int, systems: list[
 
 def table(pipeline: str, settings: list[tuple[str, list[str]]], seeds: list[int],
           systems: list[str]) -> list[dict]:
-    from sptar.formats import read_json
-    from sptar.manifest import read_manifest
-    from sptar.repeats import averaged_per_query, interval
-    from sptar.significance import compare_per_query
-    from sptar.stages import paths_for
+    from sptar.io.formats import read_json
+    from sptar.io.manifest import read_manifest
+    from sptar.reporting.significance import compare_per_query
+    from sptar.run.runner import paths_for
+    from sptar.stages.repeats import averaged_per_query, interval
 
     scores: dict[tuple[str, str], dict] = {}
     rows = []

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from common import report, run_paths, setup
 
-from sptar.formats import read_json
-from sptar.metrics import MAIN_METRICS
-from sptar.runfacts import run_span, stage_timings
+from sptar.io.formats import read_json
+from sptar.reporting.metrics import MAIN_METRICS
+from sptar.reporting.runfacts import run_span, stage_timings
 
 
 def timings(run: Path) -> dict[str, dict]:

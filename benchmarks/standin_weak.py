@@ -79,7 +79,7 @@ def standin_rows(dataset, n: int = 2000, seed: int = 0, source_split: str = "tra
 
 def write_generated(folder: Path, rows: list[dict], variant: str) -> None:
     """Write rows as ``sptar generate`` does (queries.jsonl, qrels/train.tsv, manifest.json)."""
-    from sptar.formats import write_json, write_qrels, write_queries
+    from sptar.io.formats import write_json, write_qrels, write_queries
 
     write_queries(folder / "queries.jsonl", {r["query_id"]: r["text"] for r in rows},
                   {r["query_id"]: {"doc_id": r["doc_id"], "logprob": r["logprob"], "variant": variant}
@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     from sptar.config import load_config
     from sptar.outputs.dataset import load_beir
-    from sptar.stages import execute, paths_for
+    from sptar.run.runner import execute, paths_for
 
     cfg = load_config(args.config)
     paths = paths_for(cfg)

@@ -17,8 +17,8 @@ import sys
 from common import RESULTS, report, setup
 
 from sptar.config import load_config
-from sptar.formats import read_json
-from sptar.stages import paths_for
+from sptar.io.formats import read_json
+from sptar.run.runner import paths_for
 
 
 def generate_queries(model, tokenizer, fmt, docs, examples, max_new_tokens: int) -> list[str]:
@@ -41,10 +41,10 @@ def generate_queries(model, tokenizer, fmt, docs, examples, max_new_tokens: int)
 
 def main(pipeline: str = "scifact-quick", n_samples: int = 10) -> None:
     setup()
+    from sptar.llm.prompt_pairs import eval_sets, load_data
+    from sptar.llm.softprompt import load_tuned
     from sptar.outputs.prompt import load_examples
-    from sptar.prompt_pairs import eval_sets, load_data
-    from sptar.softprompt import load_tuned
-    from sptar.tune import output_dir, prompt_format
+    from sptar.stages.tune import output_dir, prompt_format
 
     cfg = load_config(pipeline)
     paths = paths_for(cfg)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import report, run_paths, setup
 
-from sptar.manifest import read_manifest
+from sptar.io.manifest import read_manifest
 from sptar.outputs.fewshot import load_split
 from sptar.outputs.weakset import read_weak_set
 from sptar.text import normalized

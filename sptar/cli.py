@@ -3,7 +3,7 @@
 Errors a user can fix print one line and exit with code 2 (``--debug`` shows the traceback).
 A stage's whole log goes to ``log.txt`` in its folder; ``SPTAR_CONSOLE=status`` (set by
 ``make all``) shows short status lines on the terminal instead of everything
-(:mod:`sptar.stagelog`).
+(:mod:`sptar.run.stagelog`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 
 from sptar.errors import SptarError
-from sptar.stagelog import setup_console
+from sptar.run.stagelog import setup_console
 
 log = logging.getLogger("sptar")
 
@@ -24,7 +24,7 @@ DESCRIPTION = ("sptar: from a document collection and a few labeled (query, docu
                "evaluate it against BM25 and the baselines. Run the stages in order (make all does),"
                " each with the same --config.")
 
-# run-time flags (see sptar.stages.RUN_FLAGS), added to the stages that take them
+# run-time flags (see sptar.run.runner.RUN_FLAGS), added to the stages that take them
 _FLAGS = {
     "overwrite": dict(action="store_true", default=None,
                       help="discard unfinished output written with a different config"),
@@ -36,7 +36,7 @@ _FLAGS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    from sptar.stages import RUN_FLAGS, STAGES
+    from sptar.run.runner import RUN_FLAGS, STAGES
 
     parser = argparse.ArgumentParser(prog="sptar", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -74,7 +74,7 @@ def _main(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.seed is not None:
-        from sptar.repeats import seed_overrides
+        from sptar.stages.repeats import seed_overrides
 
         cfg = load_config(args.config, [*args.overrides, *seed_overrides(cfg, args.seed)])
     if not cfg.models.download:  # the Hugging Face libraries, imported later, stay offline
@@ -90,12 +90,13 @@ def _main(args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
     if args.command == "repeats":
-        from sptar.repeats import run as report_repeats
+        from sptar.outputs.report import report_markdown
+        from sptar.stages.repeats import run as report_repeats
 
         folder = report_repeats(args.config, args.overrides, args.seeds)
-        sys.stdout.write((folder / "report.md").read_text(encoding="utf-8"))
+        sys.stdout.write(report_markdown(folder))
         return 0
-    from sptar.stages import RUN_FLAGS, STAGES, execute, paths_for, plan
+    from sptar.run.runner import RUN_FLAGS, STAGES, execute, paths_for, plan
 
     if args.command == "plan":
         for row in plan(cfg, paths_for(cfg)):

@@ -17,7 +17,7 @@ import random
 import sys
 from pathlib import Path
 
-from sptar.atomic import atomic_dir, atomic_write
+from sptar.io.atomic import atomic_dir, atomic_write
 
 # name, latin name, native region, group, one fact of its own
 PLANTS = [

@@ -27,10 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sptar.atomic import atomic_dir, file_lock
 from sptar.errors import SptarError
-from sptar.paths import model_cache_root
-from sptar.resources import check_disk_space
+from sptar.io.atomic import atomic_dir, file_lock
+from sptar.io.paths import model_cache_root
+from sptar.run.resources import check_disk_space
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sptar.config import load_config
-from sptar.stages import paths_for
+from sptar.run.runner import paths_for
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -114,7 +114,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
 
 def write_weak_set(paths, variant: str, pairs: dict[str, tuple[str, str]]) -> None:
     """A hand-made filtered weak set as the filter stage writes it: ``{query id: (text, doc id)}``."""
-    from sptar.formats import write_json
+    from sptar.io.formats import write_json
     from sptar.outputs.weakset import write_weak_set
 
     folder = paths.stage("filter", variant)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import sptar.data
+import sptar.stages.data
 from sptar.cli import main
 
 from .conftest import FIXTURES
@@ -294,7 +294,7 @@ DOWNLOAD_CASES = {  # id -> (served bytes, published md5 or None for the bytes' 
 def test_bad_download(cli, tmp_path, monkeypatch, case):
     served, md5, start, fragment = DOWNLOAD_CASES[case]
     monkeypatch.delenv("SPTAR_DATA_MIRROR")
-    monkeypatch.setitem(sptar.data.BEIR_MD5, "scifact", md5 or hashlib.md5(served).hexdigest())
+    monkeypatch.setitem(sptar.stages.data.BEIR_MD5, "scifact", md5 or hashlib.md5(served).hexdigest())
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(served))
     code, message = cli("data", "--config", "tiny", "--set", "dataset.mirror=null",
                         "--set", "dataset.name=scifact", "--set", "dataset.download=true")

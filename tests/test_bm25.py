@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sptar.bm25 import BM25Searcher
 from sptar.config import BM25Config
 from sptar.outputs.dataset import load_beir
+from sptar.retrieval.bm25 import BM25Searcher
 
 from .conftest import FIXTURES
 

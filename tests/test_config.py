@@ -119,7 +119,7 @@ def test_section_hashes_are_pinned():
     import importlib
 
     from sptar.config import Config
-    from sptar.stages import STAGES
+    from sptar.run.runner import STAGES
 
     cfg = load_config("scifact-quick")
     assert {name: cfg.section_hash(name) for name in SCIFACT_QUICK_HASHES} == SCIFACT_QUICK_HASHES
@@ -236,7 +236,7 @@ def test_a_new_field_at_its_neutral_value_leaves_the_hash_as_before():
 def test_new_generate_and_tune_fields_leave_their_stages_hashes_as_before():
     import importlib
 
-    from sptar.stages import STAGES
+    from sptar.run.runner import STAGES
 
     cfg = load_config("scifact-quick")
     for stage, values in (("generate", ("sptar",)), ("generate", ("inpars",)), ("tune", ())):

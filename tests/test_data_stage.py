@@ -8,10 +8,10 @@ import zipfile
 
 import pytest
 
-from sptar.data import check_md5, safe_extract
 from sptar.errors import SptarError
 from sptar.outputs.dataset import load_beir
-from sptar.stages import execute, paths_for
+from sptar.run.runner import execute, paths_for
+from sptar.stages.data import check_md5, safe_extract
 
 from .conftest import FIXTURES
 

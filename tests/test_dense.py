@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sptar.config import DenseConfig
-from sptar.dense import build_index, dense_search, encode_corpus, search_index
-from sptar.formats import doc_text
+from sptar.io.formats import doc_text
+from sptar.retrieval.dense import build_index, dense_search, encode_corpus, search_index
 
 
 class CountingEncoder:
@@ -67,7 +67,7 @@ def test_killed_encoding_resumes_from_its_chunks(tmp_path):
 def test_a_run_whose_chunks_a_run_beside_it_merged_reads_the_merged_cache(tmp_path, monkeypatch):
     """Two runs encode the same corpus side by side (zero-shot in two seeds' evaluations): the
     one that comes to merge second finds its chunks merged away and reads the merged cache."""
-    import sptar.dense as dense
+    import sptar.retrieval.dense as dense
 
     cfg, cache = DenseConfig(chunk_size=6), tmp_path / "cache"
     expected = encode_corpus(CountingEncoder(), CORPUS, cfg, tmp_path / "fresh")
@@ -116,8 +116,8 @@ def test_killed_between_the_final_array_and_its_id_list_resumes(tmp_path):
 def test_openvino_backend_matches_torch_and_keys_its_own_cache(tiny_encoder):
     """OpenVINO (the CPU default) gives torch's embeddings, in the caller's order, unit length;
     the two backends never share cached embeddings."""
-    from sptar.dense import backend, embedding_key, encode_texts
     from sptar.models import load_encoder
+    from sptar.retrieval.dense import backend, embedding_key, encode_texts
 
     model = load_encoder(str(tiny_encoder), "cpu", 64)
     texts = [doc_text(doc) for doc in CORPUS.values()] + ["a much longer text " * 20, "x"]
@@ -130,7 +130,7 @@ def test_openvino_backend_matches_torch_and_keys_its_own_cache(tiny_encoder):
     assert (got * expected).sum(axis=1).min() > 0.9999
     np.testing.assert_allclose(encode_texts(model, texts[::-1], ov_cfg), got[::-1], atol=1e-6)
     assert embedding_key("m", "c", model, torch_cfg) != embedding_key("m", "c", model, ov_cfg)
-    from sptar import openvino_encoding
+    from sptar.retrieval import openvino_encoding
 
     # pinned, two single-thread stages of `make all -j2` both ran on core 0, each at half speed
     assert openvino_encoding._compiled(model, "fp32", 1, None).get_property("ENABLE_CPU_PINNING") is False
@@ -142,9 +142,9 @@ def test_int8_encoding_is_close_deterministic_and_cached_apart(tiny_encoder, mon
     network use (NNCF sends telemetry through openvino_telemetry where it can import it)."""
     import socket
 
-    from sptar.dense import calibration_texts, embedding_key, encode_texts, quantized
     from sptar.errors import SptarError
     from sptar.models import load_encoder
+    from sptar.retrieval.dense import calibration_texts, embedding_key, encode_texts, quantized
 
     attempts = []
 
@@ -177,7 +177,7 @@ def test_int8_encoding_is_close_deterministic_and_cached_apart(tiny_encoder, mon
     assert embedding_key("m", "c", model, int8) != embedding_key(
         "m", "c", model, int8.model_copy(update={"calibration_docs": 9}))
     assert attempts == []
-    from sptar import openvino_encoding
+    from sptar.retrieval import openvino_encoding
 
     quantised = openvino_encoding._quantize(model, openvino_encoding._convert(model), calibration)
     int8_inputs = {target.get_node().get_friendly_name() for op in quantised.get_ordered_ops()
@@ -195,8 +195,8 @@ def test_int8_encoding_is_close_deterministic_and_cached_apart(tiny_encoder, mon
 
 
 def test_backend_auto_is_torch_for_other_encoders_and_openvino_refuses_a_gpu():
-    from sptar.dense import backend
     from sptar.errors import SptarError
+    from sptar.retrieval.dense import backend
 
     assert backend(CountingEncoder(), DenseConfig()) == "torch"
 

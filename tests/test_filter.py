@@ -8,16 +8,21 @@ import random
 import numpy as np
 import pytest
 
-from sptar.bm25 import BM25Searcher
 from sptar.cli import main
 from sptar.config import BM25Config, load_config
 from sptar.errors import SptarError
-from sptar.filter import rank_histogram
-from sptar.formats import read_jsonl, read_qrels, read_queries, write_json
+from sptar.io.formats import read_jsonl, read_qrels, read_queries, write_json
 from sptar.outputs.fewshot import load_split
 from sptar.outputs.weakset import WeakSet
-from sptar.stages import execute, paths_for
-from sptar.weak_filters import Context, NearDuplicateIndex, apply_steps, longest_shared_run
+from sptar.retrieval.bm25 import BM25Searcher
+from sptar.retrieval.weak_filters import (
+    Context,
+    NearDuplicateIndex,
+    apply_steps,
+    longest_shared_run,
+)
+from sptar.run.runner import execute, paths_for
+from sptar.stages.filter import rank_histogram
 
 # A corpus where BM25's ranking for the query "alpha" is known by construction: ten-word
 # documents a1..a5 hold "alpha" 5, 4, 3, 2, 1 times (more occurrences in a document of the same

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sptar.errors import SptarError
-from sptar.formats import (
+from sptar.io.formats import (
     doc_text,
     read_corpus,
     read_qrels,
@@ -128,7 +128,7 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path):
     """mkstemp/mkdtemp create 0600/0700; written outputs get 0666/0777 minus the umask."""
     import stat
 
-    from sptar.atomic import _UMASK, atomic_dir, atomic_write
+    from sptar.io.atomic import _UMASK, atomic_dir, atomic_write
 
     with atomic_write(tmp_path / "a.txt") as handle:
         handle.write("x")

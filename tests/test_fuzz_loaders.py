@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sptar.errors import SptarError
-from sptar.formats import read_corpus, read_ids, read_json, read_qrels, read_queries, read_run
+from sptar.io.formats import read_corpus, read_ids, read_json, read_qrels, read_queries, read_run
 
 LOADERS = [read_corpus, read_queries, read_qrels, read_run, read_ids, read_json]
 
@@ -72,8 +72,8 @@ def test_config_loader_fails_only_with_sptar_error(tmp_path, content):
 @given(content=json_values.map(json.dumps))
 def test_examples_loaders_fail_only_with_sptar_error(tmp_path, content):
     """``tune/examples.json`` as generation and later stages read it."""
+    from sptar.io.paths import Paths
     from sptar.outputs.prompt import load_examples, load_prompt
-    from sptar.paths import Paths
 
     paths = Paths(tmp_path, "x", "y")
     folder = paths.stage("tune")

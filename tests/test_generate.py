@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from sptar.errors import SptarError
-from sptar.formats import (
+from sptar.io.formats import (
     doc_text,
     read_corpus,
     read_json,
@@ -16,9 +16,9 @@ from sptar.formats import (
     read_queries,
     write_json,
 )
-from sptar.generation import Item, generate_items
+from sptar.llm.generation import Item, generate_items
 from sptar.outputs.fewshot import load_split
-from sptar.stages import PARTIAL, execute, paths_for
+from sptar.run.runner import PARTIAL, execute, paths_for
 from sptar.text import clean_query, cut_repeated_tail
 
 NEWLINE = 198  # "\n" in the SmolLM2 tokenizer
@@ -130,7 +130,7 @@ class Interrupt(Exception):
 
 def interrupt_after(monkeypatch, chunks: int) -> None:
     """Make the run die (like a kill) right after it has written ``chunks`` chunk files."""
-    from sptar.generation import Workspace
+    from sptar.llm.generation import Workspace
 
     original = Workspace.write_chunk
     written = []
@@ -197,9 +197,9 @@ def test_prefix_cache_equals_no_cache_and_plain_generate(tiny_llm, tiny_adapter,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sptar import decoding
-    from sptar.decoding import LineGenerator, Sampling, stop_token_ids
-    from sptar.prompts import PromptFormat
+    from sptar.llm import decoding
+    from sptar.llm.decoding import LineGenerator, Sampling, stop_token_ids
+    from sptar.llm.prompts import PromptFormat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
@@ -265,10 +265,10 @@ def test_bf16_decoding_equals_plain_generate_in_bf16(tiny_llm):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sptar.cpu_attention import use_decode_attention
-    from sptar.decoding import LineGenerator, stop_token_ids
+    from sptar.llm.cpu_attention import use_decode_attention
+    from sptar.llm.decoding import LineGenerator, stop_token_ids
+    from sptar.llm.prompts import PromptFormat
     from sptar.models import autocast
-    from sptar.prompts import PromptFormat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
@@ -334,7 +334,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_bf16_natively(native
 
 
 def test_empty_results_are_retried_with_sampling_then_dropped(tiny_cfg):
-    from sptar.decoding import Line
+    from sptar.llm.decoding import Line
 
     class Fake:
         """Writes nothing for doc 'e'; for doc 'r' only when sampling (the retry)."""
@@ -400,8 +400,8 @@ def test_both_variants_follow_the_contract(setup):
         assert summary["prompt"]["prefix_tokens"] > 0
         assert summary["retried"] > 0  # the tiny model writes empty lines: retries happen
     # the sptar prompt cuts its example as the soft prompt was tuned (examples.json "prompt")
+    from sptar.llm.prompts import PromptFormat
     from sptar.models import load_tokenizer
-    from sptar.prompts import PromptFormat
 
     examples = [(pair["doc"], pair["query"])
                 for pair in read_json(paths.stage("tune") / "examples.json")["chosen"]]
@@ -419,7 +419,7 @@ def test_both_variants_follow_the_contract(setup):
 def test_precision_bf16_runs_the_decoder_under_autocast(setup, monkeypatch):
     import torch
 
-    from sptar import decoding
+    from sptar.llm import decoding
 
     seen = []
     original = decoding.LineGenerator.generate
@@ -494,7 +494,7 @@ def test_decode_attention_equals_sdpa_for_one_query_row():
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from sptar.cpu_attention import decode_attention
+    from sptar.llm.cpu_attention import decode_attention
 
     class Module(torch.nn.Module):
         num_key_value_groups, is_causal = 3, True
@@ -516,8 +516,8 @@ def test_banned_ngrams_never_appear_in_a_line(tiny_llm):
     that wrote one without the ban write something else with it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sptar.decoding import LineGenerator, stop_token_ids
-    from sptar.prompts import PromptFormat
+    from sptar.llm.decoding import LineGenerator, stop_token_ids
+    from sptar.llm.prompts import PromptFormat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
@@ -547,10 +547,10 @@ def test_likelihoods_with_and_without_the_document_equal_whole_prompt_scores(set
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sptar.generate import inpars_examples
+    from sptar.llm.prompts import IGNORE_INDEX, prompt_format
+    from sptar.llm.scoring import target_nll
     from sptar.outputs.dataset import load_corpus
-    from sptar.prompts import IGNORE_INDEX
-    from sptar.scoring import target_nll
+    from sptar.stages.generate import inpars_examples
 
     cfg, paths = setup("a", "generate.score_without_doc=true", "generate.precision=fp32")
     execute("generate", cfg, paths, variant="inpars")
@@ -560,7 +560,7 @@ def test_likelihoods_with_and_without_the_document_equal_whole_prompt_scores(set
     prompt = inpars_examples(cfg, paths, corpus)
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
-    fmt = prompt.format(tokenizer, cfg.generate.max_doc_tokens)
+    fmt = prompt_format(prompt, tokenizer, cfg.generate.max_doc_tokens)
     prefix = fmt.prefix_ids(prompt.examples)
     for qid, text in list(queries.items())[:4]:
         doc = fmt.doc_ids(doc_text(corpus[metadata[qid]["doc_id"]]), len(prompt.examples))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sptar.metrics import evaluate_run
+from sptar.reporting.metrics import evaluate_run
 
 QRELS = {"q1": {"a": 1, "c": 1}, "q2": {"x": 2, "y": 1}, "q3": {"z": 1}}
 RUN = {

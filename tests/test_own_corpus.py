@@ -11,12 +11,12 @@ import pytest
 from sptar import demo_corpus
 from sptar.config import CorpusSource, load_config
 from sptar.errors import SptarError
-from sptar.formats import doc_text, iter_table, read_jsonl, read_queries
+from sptar.io.formats import doc_text, iter_table, read_jsonl, read_queries
+from sptar.io.own import read_local_corpus
+from sptar.io.own_readers import LabeledPair, read_corpus_folder, read_examples
 from sptar.outputs.dataset import load_beir
 from sptar.outputs.fewshot import load_split
-from sptar.own import read_local_corpus
-from sptar.own_readers import LabeledPair, read_corpus_folder, read_examples
-from sptar.stages import execute, paths_for
+from sptar.run.runner import execute, paths_for
 
 from .conftest import ROOT
 from .test_generate import tiny_llm  # noqa: F401  (its lines end: generation writes queries)
@@ -239,7 +239,7 @@ def test_no_test_split_ends_cleanly_after_export_and_says_so(own_chain):
 
 def test_too_few_labeled_queries_is_a_clear_error(own_chain, tmp_path):
     cfg, paths, _, _ = own_chain
-    from sptar.split import sample_split
+    from sptar.stages.split import sample_split
 
     dataset = load_beir(paths.beir)
     dataset.qrels["train"] = dict(list(dataset.qrels["train"].items())[:1])

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sptar.config import load_config
-from sptar.formats import read_json, read_jsonl, read_run
+from sptar.io.formats import read_json, read_jsonl, read_run
 from sptar.outputs.fewshot import load_split, load_validation
-from sptar.stages import execute, paths_for
+from sptar.run.runner import execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
 
@@ -82,7 +82,7 @@ def test_every_stage_of_the_tiny_pipeline_in_under_two_minutes(tiny_llm, tiny_en
     the tiny dataset with tiny in-process models; the report has every system and p-values."""
     import time
 
-    from sptar.stages import STAGES
+    from sptar.run.runner import STAGES
 
     cfg = load_config("tiny", [f"models.llm={tiny_llm}", f"models.encoder={tiny_encoder}",
                                "report.systems=[bm25, zero-shot, wo-aug, inpars, sptar]",
@@ -129,7 +129,7 @@ def test_a_run_copied_into_another_experiment_stays_up_to_date(tiny_cfg, tiny_pa
     relies on it); manifests written with whole paths as keys compare the same."""
     import shutil
 
-    from sptar.manifest import MANIFEST, input_key
+    from sptar.io.manifest import MANIFEST, input_key
 
     cfg = tiny_cfg()
     _run_all(cfg, tiny_paths)
@@ -147,8 +147,8 @@ def test_a_run_copied_into_another_experiment_stays_up_to_date(tiny_cfg, tiny_pa
 def test_a_new_int8_recipe_makes_int8_encodings_stale(tiny_cfg, tiny_paths, monkeypatch):
     """Outputs encoded by an earlier int8 quantisation recipe (e.g. one that quantised attention)
     re-run; BM25's stay fresh."""
-    from sptar import openvino_encoding
-    from sptar.stages import plan
+    from sptar.retrieval import openvino_encoding
+    from sptar.run.runner import plan
 
     cfg = tiny_cfg("dense.quantize=int8", "dense.calibration_docs=4")
     for stage, options in [("data", {}), ("split", {}), ("evaluate", {"system": "bm25"}),

@@ -11,7 +11,7 @@ import pytest
 from sptar.cli import main
 from sptar.config import PIPELINES_DIR, load_config
 from sptar.errors import SptarError
-from sptar.stages import STAGES, paths_for, plan
+from sptar.run.runner import STAGES, paths_for, plan
 
 from .conftest import ROOT
 
@@ -35,7 +35,7 @@ def test_every_pipeline_resolves_every_stage(name, tmp_path):
 
 
 def test_the_dry_run_loads_no_model_library():
-    code = ("import sys; from sptar.config import load_config; from sptar.stages import plan, "
+    code = ("import sys; from sptar.config import load_config; from sptar.run.runner import plan, "
             "paths_for; cfg = load_config('msmarco-sptar'); rows = plan(cfg, paths_for(cfg, "
             "'/nonexistent')); print(len(rows), sorted(m for m in ('torch', 'transformers', "
             "'sentence_transformers', 'datasets') if m in sys.modules))")

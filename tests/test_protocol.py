@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from sptar.config import load_config
-from sptar.formats import read_json
-from sptar.stages import STAGES, execute, paths_for
+from sptar.io.formats import read_json
+from sptar.run.runner import STAGES, execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
 _recording: list[str] | None = None

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from sptar.config import load_config
-from sptar.formats import read_json
+from sptar.io.formats import read_json
 from sptar.outputs.model import model_dir
 from sptar.outputs.weakset import read_weak_set
-from sptar.stages import execute, paths_for
+from sptar.run.runner import execute, paths_for
 
 from .conftest import ROOT
 

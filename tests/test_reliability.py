@@ -30,10 +30,10 @@ from pathlib import Path
 import pytest
 
 from sptar.config import load_config
-from sptar.formats import read_json
-from sptar.manifest import is_log
-from sptar.report import render_markdown
-from sptar.stages import execute, paths_for
+from sptar.io.formats import read_json
+from sptar.io.manifest import is_log
+from sptar.run.runner import execute, paths_for
+from sptar.stages.report import render_markdown
 from tests.test_generate import _one_thread, tiny_llm  # noqa: F401  fixtures (see below)
 from tests.zygote import Zygote
 

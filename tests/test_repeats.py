@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sptar.cli import main
-from sptar.formats import read_json, write_json
-from sptar.metrics import METRICS
-from sptar.repeats import averaged_per_query, interval
+from sptar.io.formats import read_json, write_json
+from sptar.reporting.metrics import METRICS
+from sptar.stages.repeats import averaged_per_query, interval
 
 # nDCG@10 (every metric takes the same value) per seed, system and query
 TEST = {1: {"sptar": [1.0, 0.5, 0.0], "wo-aug": [0.5, 0.5, 0.0], "inpars": [0.0, 0.5, 0.5]},

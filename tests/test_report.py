@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sptar.formats import read_json, write_json
-from sptar.metrics import METRICS
-from sptar.stages import execute
+from sptar.io.formats import read_json, write_json
+from sptar.reporting.metrics import METRICS
+from sptar.run.runner import execute
 from tests.conftest import write_weak_set
 
 SYSTEMS = ["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
@@ -105,7 +105,7 @@ def test_systems_scored_on_different_queries_are_an_error(tiny_cfg, evaluated):
 
 
 def test_run_span_counts_stages_that_ran_side_by_side_once():
-    from sptar.runfacts import run_span
+    from sptar.reporting.runfacts import run_span
 
     def stage(start: str, end: str) -> dict:
         return {"wall_s": 1.0, "started_at": f"2026-01-01T00:{start}Z", "finished_at": f"2026-01-01T00:{end}Z"}
@@ -115,3 +115,16 @@ def test_run_span_counts_stages_that_ran_side_by_side_once():
                "generate/sptar": stage("04:00", "09:30")}
     assert run_span(timings) == 510.0
     assert run_span({"evaluate/bm25": {"wall_s": 1.0}}) is None  # written before times were kept
+
+
+def test_the_report_warns_when_trained_systems_took_different_steps():
+    from sptar.reporting.runfacts import unequal_steps_warning
+
+    equal = {"wo-aug": {"steps": 20}, "inpars": {"steps": 20, "weak_steps": 0}, "sptar": {"steps": 20}}
+    assert unequal_steps_warning(equal) is None
+    assert unequal_steps_warning({}) is None
+    unequal = {"wo-aug": {"steps": 1}, "inpars": {"steps": 9}, "sptar": {"steps": 8}}
+    warning = unequal_steps_warning(unequal)
+    assert "wo-aug 1, inpars 9, sptar 8" in warning and "train.steps" in warning
+    two_stage = {"wo-aug": {"steps": 20}, "sptar": {"steps": 20, "weak_steps": 20}}
+    assert "sptar 40" in unequal_steps_warning(two_stage)  # weak-only steps count too

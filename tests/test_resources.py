@@ -12,18 +12,18 @@ from collections import namedtuple
 import pytest
 import torch
 
-import sptar.resources
+import sptar.run.resources
 from sptar.cli import main
 from sptar.errors import SptarError
-from sptar.formats import write_json
-from sptar.resources import (
+from sptar.io.formats import write_json
+from sptar.run.resources import (
     check_disk_space,
     decoding_rows,
     is_out_of_memory,
     kv_bytes_per_token,
     memory_guard,
 )
-from sptar.stages import execute, paths_for
+from sptar.run.runner import execute, paths_for
 from tests.test_generate import tiny_llm  # noqa: F401  (a fixture)
 
 Usage = namedtuple("Usage", "total used free")
@@ -55,7 +55,7 @@ def test_memory_guard_names_the_keys_and_a_smaller_value():
 
 
 def test_disk_space_check_names_folder_and_bytes(tmp_path, monkeypatch):
-    monkeypatch.setattr(sptar.resources.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 5000, 5000))
+    monkeypatch.setattr(sptar.run.resources.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 5000, 5000))
     check_disk_space(tmp_path / "not" / "yet", 4000, "small output")  # fits; missing folders ok
     with pytest.raises(SptarError) as err:
         check_disk_space(tmp_path / "cache", 2_500_000, "the corpus-embedding cache")
@@ -146,11 +146,11 @@ def test_decoding_rows_auto_fit_half_the_free_gpu_memory(monkeypatch):
 
 
 OOM_CASES = [  # stage argv, what to break, the expected advice
-    (["evaluate", "--system", "zero-shot"], "sptar.dense.encode_texts", _oom_cuda,
+    (["evaluate", "--system", "zero-shot"], "sptar.retrieval.dense.encode_texts", _oom_cuda,
      "evaluate zero-shot: encoding with", "dense.batch_size=16", "--set dense.batch_size=8"),
-    (["generate", "--variant", "inpars"], "sptar.generate.generate_items", _oom_cpu,
+    (["generate", "--variant", "inpars"], "sptar.stages.generate.generate_items", _oom_cpu,
      "generate inpars", "generate.batch_size=3", "--set generate.batch_size=1"),
-    (["tune"], "sptar.scoring.target_nll", _oom_cuda,
+    (["tune"], "sptar.llm.scoring.target_nll", _oom_cuda,
      "tune", "tune.batch_size=2, tune.eval_batch_size=8",
      "--set tune.batch_size=1 or --set tune.eval_batch_size=4"),
     (["train", "--variant", "wo-aug"], "sentence_transformers.SentenceTransformerTrainer.train",
@@ -190,7 +190,7 @@ def test_a_full_disk_stops_a_stage_before_its_work(prepared, tmp_path, monkeypat
     if argv == ["data"]:
         root = tmp_path / "data"  # nothing there yet
     monkeypatch.setenv("SPTAR_DATA_DIR", str(root))
-    monkeypatch.setattr(sptar.resources.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 100, 100))
+    monkeypatch.setattr(sptar.run.resources.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 100, 100))
     monkeypatch.setattr("sptar.models.load_causal_lm", _oom_cpu)  # never reached
     monkeypatch.setattr("sentence_transformers.SentenceTransformerTrainer.train", _oom_cpu)
     assert main([*argv, "--config", "tiny", *models]) == 2

@@ -14,7 +14,7 @@ import pytest
 
 import sptar.models
 from sptar.errors import SptarError
-from sptar.stages import execute, paths_for
+from sptar.run.runner import execute, paths_for
 
 from .conftest import ROOT
 

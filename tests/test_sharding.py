@@ -32,7 +32,7 @@ def _cfg(encoder):
 
 def _prepared(root: Path, encoder):
     """The tiny pipeline's data stage done under ``root``: (cfg, paths)."""
-    from sptar.stages import execute, paths_for
+    from sptar.run.runner import execute, paths_for
 
     cfg = _cfg(encoder)
     paths = paths_for(cfg, root)
@@ -57,7 +57,7 @@ def _embeddings(paths) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def reference(tiny_encoder, tmp_path_factory):
     """zero-shot evaluated by one process."""
-    from sptar.stages import execute
+    from sptar.run.runner import execute
 
     cfg, paths = _prepared(tmp_path_factory.mktemp("one") / "data", tiny_encoder)
     execute("evaluate", cfg, paths, system="zero-shot")
@@ -65,7 +65,7 @@ def reference(tiny_encoder, tmp_path_factory):
 
 
 def test_sequential_flag_shards_give_the_unsharded_output(reference, tiny_encoder, tmp_path):
-    from sptar.stages import PARTIAL, execute
+    from sptar.run.runner import PARTIAL, execute
 
     cfg, paths = _prepared(tmp_path / "data", tiny_encoder)
     folder = paths.stage("evaluate", "zero-shot")
@@ -97,7 +97,7 @@ def test_bad_shard_flags_are_one_line_naming_the_flag(tiny_encoder, tmp_path, mo
 
 
 def test_two_processes_under_torchrun_with_gloo(reference, tiny_encoder, tmp_path):
-    from sptar.stages import execute
+    from sptar.run.runner import execute
 
     cfg, paths = _prepared(tmp_path / "data", tiny_encoder)
     execute("split", cfg, paths)
@@ -169,7 +169,7 @@ def _fake_faiss(gpus: int | None):
 ])
 def test_faiss_index_is_sharded_across_gpus(monkeypatch, gpus, device, expected):
     from sptar.config import DenseConfig
-    from sptar.dense import build_index
+    from sptar.retrieval.dense import build_index
 
     fake = _fake_faiss(gpus)
     monkeypatch.setitem(sys.modules, "faiss", fake)

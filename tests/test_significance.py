@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sptar.significance import (
+from sptar.reporting.significance import (
     compare,
     compare_per_query,
     paired_randomization_test,
@@ -75,7 +75,7 @@ def test_compare_per_query_pairs_by_query_id():
 
 
 def test_holm_multiplies_in_order_and_stays_monotone():
-    from sptar.significance import holm
+    from sptar.reporting.significance import holm
 
     # sorted: a 0.01 x 3 = 0.03; c 0.03 x 2 = 0.06; b 0.04 x 1 = 0.04 -> raised to 0.06
     assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from sptar.errors import SptarError
-from sptar.formats import read_json
+from sptar.io.formats import read_json
 from sptar.outputs.dataset import load_beir
 from sptar.outputs.fewshot import load_split, load_validation
-from sptar.split import sample_split
-from sptar.stages import execute, paths_for
+from sptar.run.runner import execute, paths_for
+from sptar.stages.split import sample_split
 
 
 def _split(cfg, paths):

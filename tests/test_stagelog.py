@@ -12,9 +12,9 @@ import textwrap
 import pytest
 
 from sptar.errors import SptarError
-from sptar.manifest import outputs_digest
-from sptar.stagelog import progress_lines, progress_text
-from sptar.stages import execute
+from sptar.io.manifest import outputs_digest
+from sptar.run.runner import execute
+from sptar.run.stagelog import progress_lines, progress_text
 
 from .conftest import ROOT
 
@@ -93,9 +93,9 @@ def test_a_stage_run_writes_its_log_which_is_no_output(tiny_cfg, tiny_paths):
         manifest = execute(stage, cfg, tiny_paths)
         folder = tiny_paths.beir if stage == "data" else tiny_paths.stage(stage)
         text = (folder / "log.txt").read_text()
-        assert f"INFO sptar.stages: {stage}: running -> {folder}" in text
-        assert f"INFO sptar.stages: {stage}: done in " in text
-        assert stage == "split" or "INFO sptar.data: validating tests/fixtures/beir/tiny" in text
+        assert f"INFO sptar.run.runner: {stage}: running -> {folder}" in text
+        assert f"INFO sptar.run.runner: {stage}: done in " in text
+        assert stage == "split" or "INFO sptar.stages.data: validating tests/fixtures/beir/tiny" in text
         assert manifest["outputs"] == outputs_digest(folder)
         (folder / "log.txt").write_text("another run's log")
         (folder / "log-shard1.txt").write_text("shard 1")
@@ -110,10 +110,10 @@ def test_a_failed_stage_keeps_its_log_only_where_it_wrote_something(tiny_cfg, ti
     folder = tiny_paths.stage("split")
 
     def fails_at_once(cfg, paths):
-        logging.getLogger("sptar.split").info("reading the dataset")
+        logging.getLogger("sptar.stages.split").info("reading the dataset")
         raise SptarError("queries.jsonl:3: bad line (fix: repair it)")
 
-    monkeypatch.setattr("sptar.split.run", fails_at_once)
+    monkeypatch.setattr("sptar.stages.split.run", fails_at_once)
     with pytest.raises(SptarError):
         execute("split", cfg, tiny_paths)
     assert not tiny_paths.runs.exists()  # nothing written: not even the log or its folders
@@ -122,17 +122,17 @@ def test_a_failed_stage_keeps_its_log_only_where_it_wrote_something(tiny_cfg, ti
         (folder / "part.jsonl").write_text("{}\n")
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("sptar.split.run", fails_later)
+    monkeypatch.setattr("sptar.stages.split.run", fails_later)
     with pytest.raises(RuntimeError):
         execute("split", cfg, tiny_paths)
     text = (folder / "log.txt").read_text()
-    assert "ERROR sptar.stages: failed with an unexpected error\nTraceback" in text
+    assert "ERROR sptar.run.runner: failed with an unexpected error\nTraceback" in text
     assert "RuntimeError: a bug" in text and not (folder / "manifest.json").exists()
 
 
 SCRIPT = textwrap.dedent("""
     import logging, sys, time
-    from sptar.stagelog import set_label, setup_console, stage_log
+    from sptar.run.stagelog import set_label, setup_console, stage_log
     setup_console(quiet=False)
     set_label("generate sptar")
     with stage_log(sys.argv[1]) as path:

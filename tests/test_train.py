@@ -6,21 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import sptar.formats
-from sptar.bm25 import BM25Searcher
+import sptar.io.formats
 from sptar.config import TrainConfig, load_config
 from sptar.errors import SptarError
-from sptar.formats import read_corpus, read_json, read_jsonl, read_qrels, read_queries, read_run
+from sptar.io.formats import read_corpus, read_json, read_jsonl, read_qrels, read_queries, read_run
 from sptar.outputs.fewshot import load_split
-from sptar.stages import execute, paths_for
-from sptar.trainer import precision_flags
-from sptar.trainset import (
+from sptar.retrieval.bm25 import BM25Searcher
+from sptar.retrieval.trainer import precision_flags
+from sptar.retrieval.trainset import (
     Example,
     build_training_data,
     carve_dev,
     labeled_examples,
     mine_hard_negatives,
 )
+from sptar.run.runner import execute, paths_for
 from tests.conftest import FIXTURES, write_weak_set
 
 SYSTEMS = ["bm25", "zero-shot", "wo-aug", "inpars", "sptar"]
@@ -131,7 +131,7 @@ def test_trained_model_reloads_and_gives_the_evaluated_scores(chain):
     queries = read_queries(paths.beir / "queries.jsonl")
     qid = sorted(run)[0]
     top = sorted(run[qid], key=run[qid].get, reverse=True)[:5]
-    docs = model.encode([sptar.formats.doc_text(corpus[d]) for d in top], normalize_embeddings=True)
+    docs = model.encode([sptar.io.formats.doc_text(corpus[d]) for d in top], normalize_embeddings=True)
     query = model.encode([queries[qid]], normalize_embeddings=True)[0]
     np.testing.assert_allclose(docs @ query, [run[qid][d] for d in top], atol=1e-4)
     base = SentenceTransformer(str(cfg.models.encoder), device="cpu")
@@ -231,7 +231,7 @@ def test_attention_dropout_applies_while_training_only(tiny_encoder, tmp_path, m
     saved = read_json(paths.stage("train", "wo-aug") / "model" / "config.json")
     assert saved["attention_probs_dropout_prob"] == 0.1
 
-    monkeypatch.setattr("sptar.trainer.ATTENTION_DROPOUT_KEYS", ("no_such_setting",))
+    monkeypatch.setattr("sptar.retrieval.trainer.ATTENTION_DROPOUT_KEYS", ("no_such_setting",))
     with pytest.raises(SptarError, match="has none of no_such_setting"):
         execute("train", _config(tiny_encoder, "train.attention_dropout=0", "train.seed=7"), paths,
                 variant="wo-aug")
@@ -283,7 +283,7 @@ def test_labeled_pairs_capped_per_query_keep_the_most_relevant():
 
 
 def test_warmup_never_takes_every_step():
-    from sptar.trainer import warmup_steps
+    from sptar.retrieval.trainer import warmup_steps
 
     assert warmup_steps(0.1, 1) == 0  # ceil(0.1) = 1 would run the only step at learning rate 0
     assert warmup_steps(0.1, 6) == 1 and warmup_steps(0.1, 30) == 3 and warmup_steps(0.0, 5) == 0

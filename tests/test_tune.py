@@ -10,15 +10,15 @@ import torch
 
 from sptar.config import load_config
 from sptar.errors import SptarError
-from sptar.formats import read_json, read_jsonl
+from sptar.io.formats import read_json, read_jsonl
+from sptar.llm.prompt_pairs import draw_examples, eval_sets, load_data, sample_candidates
+from sptar.llm.prompt_training import _EarlyStopping
+from sptar.llm.prompts import IGNORE_INDEX, PromptFormat, pad_batch
+from sptar.llm.scoring import Scorer, shared_length, target_nll
+from sptar.llm.softprompt import load_tuned
 from sptar.outputs.prompt import load_examples
-from sptar.prompt_pairs import draw_examples, eval_sets, load_data, sample_candidates
-from sptar.prompt_training import _EarlyStopping
-from sptar.prompts import IGNORE_INDEX, PromptFormat, pad_batch
-from sptar.scoring import Scorer, shared_length, target_nll
-from sptar.softprompt import load_tuned
-from sptar.stages import execute, paths_for
-from sptar.tune import choose, output_dir, prompt_format
+from sptar.run.runner import execute, paths_for
+from sptar.stages.tune import choose, output_dir, prompt_format
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -119,7 +119,7 @@ def test_target_nll_without_logits_to_keep(model_and_tokenizer, monkeypatch):
     args = torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), torch.tensor([labels])
     with torch.no_grad():
         kept = target_nll(model, *args)
-        monkeypatch.setattr("sptar.scoring._supports_logits_to_keep", lambda model: False)
+        monkeypatch.setattr("sptar.llm.scoring._supports_logits_to_keep", lambda model: False)
         full = target_nll(model, *args)
     assert kept[1].item() == full[1].item()
     assert kept[0].item() == pytest.approx(full[0].item(), rel=1e-5)
@@ -359,10 +359,10 @@ def test_prompt_tuning_lowers_the_loss_it_is_scored_on(tmp_path):
     """Scored on its own training prompts (no examples: the same prompts it trains on), the tuned
     soft prompt must beat the untuned one: a trainer that changes nothing, or steps the wrong
     way, fails here."""
+    from sptar.llm.prompt_pairs import EvalSet
+    from sptar.llm.prompt_training import train_prompt
+    from sptar.llm.softprompt import soft_prompt_weights, wrap_with_soft_prompt
     from sptar.models import load_causal_lm
-    from sptar.prompt_pairs import EvalSet
-    from sptar.prompt_training import train_prompt
-    from sptar.softprompt import soft_prompt_weights, wrap_with_soft_prompt
 
     # a large init makes the output depend on the input (at the default init it is near uniform)
     llm = make_tiny_llm(tmp_path / "llm", initializer_range=0.3)
@@ -388,7 +388,7 @@ def test_prompt_tuning_lowers_the_loss_it_is_scored_on(tmp_path):
 
 
 def test_fixed_example_draw_gives_every_prompt_the_same_examples(tiny_cfg, tmp_path):
-    from sptar.prompt_pairs import ExampleDraw
+    from sptar.llm.prompt_pairs import ExampleDraw
 
     cfg = tiny_cfg("tune.example_draw=fixed", "tune.n_examples=2")
     paths = paths_for(cfg, tmp_path / "data")

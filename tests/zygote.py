@@ -9,7 +9,7 @@ be killed
 - at a write: right before or right after its n-th ``os.replace`` (every atomic write and the
   manifest end with one), the child sends itself SIGKILL; or
 - at a time: the server sends SIGKILL ``delay`` seconds after the child entered
-  ``sptar.stages.execute`` (a real kill from outside, at no particular point).
+  ``sptar.run.runner.execute`` (a real kill from outside, at no particular point).
 
 The server blocks the network for itself and its children (with ``HF_HUB_OFFLINE`` unset) and
 logs every attempt, so the tests also show that a run with the default config needs none.
@@ -47,7 +47,7 @@ import torch
 torch.set_num_threads(1)
 import peft, sentence_transformers, transformers  # noqa: E401,F401  the expensive imports
 import sentence_transformers.sentence_transformer.losses  # noqa: F401
-import sptar.cli, sptar.stages  # noqa: E401
+import sptar.cli, sptar.run.runner  # noqa: E401
 
 answers = sys.stdout
 sys.stdout = sys.stderr
@@ -72,13 +72,13 @@ def child(job, pipe):
             os.kill(os.getpid(), signal.SIGKILL)
 
     os.replace = replace
-    execute = sptar.stages.execute
+    execute = sptar.run.runner.execute
 
     def announced(*args, **kwargs):
         os.write(pipe, b"s")
         return execute(*args, **kwargs)
 
-    sptar.stages.execute = announced
+    sptar.run.runner.execute = announced
     try:
         code = sptar.cli.main(job["argv"])
     except SystemExit as exc:

@@ -14,7 +14,7 @@ from sptar.config.sections_data import DatasetConfig, EvaluateConfig, SplitConfi
 from sptar.config.sections_filter import FilterConfig
 from sptar.config.sections_llm import GenerateConfig, ModelsConfig, TuneConfig
 from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfig, TrainConfig
-from sptar.paths import check_name
+from sptar.io.paths import check_name
 from sptar.systems import SYSTEMS
 
 System = Literal[SYSTEMS]

@@ -8,11 +8,11 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from sptar.config.base import Section, _relative
-from sptar.paths import check_name
+from sptar.io.paths import check_name
 
 
 class CorpusSource(Section):
-    """A local document collection (``sptar.own``): JSON Lines, CSV, TSV or a folder of files.
+    """A local document collection (``sptar.io.own``): JSON Lines, CSV, TSV or a folder of files.
 
     JSON Lines with the default fields is a BEIR ``corpus.jsonl``. CSV / TSV need a header row
     naming the columns. In a folder, every file with one of ``extensions`` (hidden ones skipped)
@@ -46,7 +46,7 @@ class DatasetConfig(Section):
     download: bool = Field(True, description="allow downloading the official BEIR zip when no"
                            " mirror has the dataset")
     corpus: CorpusSource | None = Field(None, description="a local corpus instead of a BEIR dataset"
-                                        " (sptar.own): the data stage converts it and the labeled"
+                                        " (sptar.io.own): the data stage converts it and the labeled"
                                         " examples into data/beir/<name>/; null: a BEIR dataset")
     examples: str | None = Field(None, description="a local corpus's labeled pairs (TSV/CSV/JSONL"
                                  " of query + doc_id or doc_text), stored as qrels/train.tsv")

@@ -23,7 +23,7 @@ class ModelsConfig(Section):
 
 
 class TuneConfig(Section):
-    """Soft prompt tuning and the soft prompt filter (``sptar.tune``)."""
+    """Soft prompt tuning and the soft prompt filter (``sptar.stages.tune``)."""
 
     HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"example_draw": "random"}
 
@@ -93,7 +93,7 @@ class GenerateConfig(Section):
     batch_size: int | Literal["auto"] = Field(
         16, description="rows decoded at once (refilled as rows finish); auto: 16 on CPU, on CUDA"
         " as many as half the free GPU memory holds key/value caches for"
-        " (sptar.resources.decoding_rows)")
+        " (sptar.run.resources.decoding_rows)")
     chunk_size: int = Field(64, ge=1, description="documents per resumable part file")
     prefix_cache: bool = Field(True, description="compute the shared prompt prefix's key/value"
                                " cache once (false: per batch)")

@@ -45,7 +45,7 @@ class DenseConfig(Section):
                                  " bf16 (AVX512-BF16, AMX), fp32 elsewhere")
     backend: Literal["auto", "torch", "openvino"] = Field(
         "auto", description="auto: OpenVINO on CPU (1.25-1.3x torch's speed, see"
-        " sptar.openvino_encoding), torch on GPU")
+        " sptar.retrieval.openvino_encoding), torch on GPU")
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: OpenVINO encodes with an int8-quantised copy of the encoder"
         " (NNCF post-training quantisation, activation ranges from calibration_docs documents):"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sptar.errors import SptarError, input_error
-from sptar.formats import (
+from sptar.io.formats import (
     Corpus,
     Qrels,
     Queries,
@@ -18,7 +18,7 @@ from sptar.formats import (
     write_qrels,
     write_queries,
 )
-from sptar.paths import Paths
+from sptar.io.paths import Paths
 
 CORPUS, QUERIES, QRELS = "corpus.jsonl", "queries.jsonl", "qrels"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sptar.formats import Run, read_json, read_run, write_json, write_run
-from sptar.paths import Paths
+from sptar.io.formats import Run, read_json, read_run, write_json, write_run
+from sptar.io.paths import Paths
 
 RUN, METRICS, PER_QUERY = "run.trec", "metrics.json", "per_query.json"
 

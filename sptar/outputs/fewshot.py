@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sptar.formats import (
+from sptar.io.formats import (
     Qrels,
     Queries,
     read_ids,
@@ -16,7 +16,7 @@ from sptar.formats import (
     write_qrels,
     write_queries,
 )
-from sptar.paths import Paths
+from sptar.io.paths import Paths
 
 PROMPT_TRAIN, PROMPT_EVAL, JUDGED = "prompt_train", "prompt_eval", "judged"
 QUERIES, QRELS, POOL = "queries.jsonl", "qrels", "unlabeled_ids.txt"

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sptar.atomic import atomic_dir
-from sptar.formats import write_jsonl
-from sptar.paths import Paths
+from sptar.io.atomic import atomic_dir
+from sptar.io.formats import write_jsonl
+from sptar.io.paths import Paths
 
 MODEL, PAIRS, TRAIN_LOG = "model", "pairs.jsonl", "train_log.jsonl"
 

@@ -3,14 +3,29 @@ the token budgets the prompt was tuned with, every candidate's score, and the tr
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sptar.atomic import atomic_dir
 from sptar.errors import SptarError
-from sptar.formats import read_json, write_json, write_jsonl
-from sptar.paths import Paths
-from sptar.prompts import Example, Prompt
+from sptar.io.atomic import atomic_dir
+from sptar.io.formats import read_json, write_json, write_jsonl
+from sptar.io.paths import Paths
+
+Style = Literal["sptar", "inpars"]
+Example = tuple[str, str]  # (document text, query)
+
+
+@dataclass
+class Prompt:
+    """What every document's prompt shares: the examples, and the soft prompt (sptar)."""
+
+    style: Style
+    examples: list[Example]
+    example_ids: list[list[str]]  # [query id, doc id] of each example
+    adapter: Path | None = None  # the tuned soft prompt (a PEFT adapter folder)
+    limits: dict[str, int] = field(default_factory=dict)  # PromptFormat token limits of tuning
+
 
 ADAPTER, EXAMPLES, TRAIN_LOG, LOSS_CURVE = "adapter", "examples.json", "train_log.jsonl", "loss_curve.png"
 TUNED_LIMITS = ("max_example_doc_tokens", "max_query_tokens")  # how the examples were cut

@@ -1,6 +1,7 @@
 """A weak set, as ``generate/<variant>/`` writes it and ``filter/<variant>/`` keeps it: generated
 queries (BEIR ``queries.jsonl`` with metadata), each with exactly one source document
-(``qrels/train.tsv``), and the dropped ones (``dropped.jsonl``)."""
+(``qrels/train.tsv``), the dropped ones (``dropped.jsonl``) and, after the filter, its
+counts per step (``stats.json``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from sptar.errors import input_error
-from sptar.formats import Corpus, read_qrels, read_queries, write_jsonl, write_qrels, write_queries
+from sptar.io.formats import (
+    Corpus,
+    read_qrels,
+    read_queries,
+    write_jsonl,
+    write_qrels,
+    write_queries,
+)
 
 log = logging.getLogger(__name__)
 
 QUERIES, QRELS, DROPPED = "queries.jsonl", "qrels/train.tsv", "dropped.jsonl"
+STATS = "stats.json"  # the filter's counts after each step
 
 
 @dataclass
