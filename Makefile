@@ -22,7 +22,8 @@ export TOKENIZERS_PARALLELISM ?= false
 .DEFAULT_GOAL := help
 .PHONY: help install test lint bench data split tune generate generate-inpars generate-sptar \
 	filter filter-inpars filter-sptar train train-wo-aug train-inpars train-sptar bm25 zero-shot \
-	evaluate evaluate-wo-aug evaluate-inpars evaluate-sptar report all clean-run export \
+	evaluate evaluate-wo-aug evaluate-inpars evaluate-sptar ql-rerank ql-rerank-untuned report all \
+	clean-run export \
 	own-example-corpus
 
 help: ## list the targets
@@ -104,6 +105,12 @@ train: train-wo-aug train-inpars train-sptar ## fine-tune the retriever: wo-aug 
 
 evaluate-wo-aug evaluate-inpars evaluate-sptar: evaluate-%: train-%
 	$(call sptar,evaluate --system $*)
+
+ql-rerank: tune ## rerank BM25's top rerank.depth by the tuned LLM's query likelihood (not in make all)
+	$(call sptar,evaluate --system ql-rerank)
+
+ql-rerank-untuned: split ## the same with the plain LLM and no in-context example
+	$(call sptar,evaluate --system ql-rerank-untuned)
 
 # The longest chain (tune -> generate-sptar -> ...) first, so that `make -j` starts it at once.
 evaluate: evaluate-sptar evaluate-inpars zero-shot evaluate-wo-aug bm25 ## evaluate all five systems on the validation and test splits

@@ -31,7 +31,7 @@ from sptar.config.sections_filter import (
     NotLabeledFilter,
     QueryLikelihoodFilter,
 )
-from sptar.config.sections_llm import GenerateConfig, ModelsConfig, TuneConfig
+from sptar.config.sections_llm import GenerateConfig, ModelsConfig, RerankConfig, TuneConfig
 from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfig, TrainConfig
 
 __all__ = [
@@ -39,6 +39,6 @@ __all__ = [
     "BM25Config", "BM25ConsistencyFilter", "Config", "CorpusSource", "DatasetConfig",
     "DedupFilter", "DenseConfig", "DenseConsistencyFilter", "EvaluateConfig", "ExportConfig", "FilterConfig", "FilterStep",
     "GenerateConfig", "LengthFilter", "LogprobTopNFilter", "ModelsConfig", "NotLabeledFilter", "Precision", "QueryLikelihoodFilter",
-    "ReportConfig", "Section", "SplitConfig", "System", "TrainConfig", "TuneConfig",
+    "RerankConfig", "ReportConfig", "Section", "SplitConfig", "System", "TrainConfig", "TuneConfig",
     "load_config", "resolve_config_path",
 ]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from sptar.config.base import Section
 from sptar.config.sections_data import DatasetConfig, EvaluateConfig, SplitConfig
 from sptar.config.sections_filter import FilterConfig
-from sptar.config.sections_llm import GenerateConfig, ModelsConfig, TuneConfig
+from sptar.config.sections_llm import GenerateConfig, ModelsConfig, RerankConfig, TuneConfig
 from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfig, TrainConfig
 from sptar.io.paths import check_name
 from sptar.systems import SYSTEMS
@@ -63,6 +63,8 @@ class Config(Section):
                                " (MultipleNegativesRankingLoss, in-batch negatives)")
     export: ExportConfig = Field(ExportConfig(), description="the filtered weak set plus the"
                                  " labeled pairs as training data files (sptar export)")
+    rerank: RerankConfig = Field(RerankConfig(), description="the query-likelihood rerankers"
+                                 " (systems ql-rerank and ql-rerank-untuned)")
     report: ReportConfig = Field(ReportConfig(), description="the systems compared side by side,"
                                  " and the paired significance tests")
 

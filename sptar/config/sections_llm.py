@@ -120,3 +120,17 @@ class GenerateConfig(Section):
             raise ValueError("queries_per_doc > 1 needs sample: true (greedy decoding writes the"
                              " same query every time)")
         return self
+
+
+class RerankConfig(Section):
+    """The query-likelihood rerankers (``sptar evaluate --system ql-rerank`` with the tuned soft
+    prompt and its chosen examples, ``ql-rerank-untuned`` with the plain LLM and no example):
+    BM25's top ``depth`` reordered by the LLM's mean log P(query | document)."""
+
+    depth: int = Field(20, ge=1, description="BM25 candidates reordered per query (the rest keep"
+                       " BM25's order below them)")
+    max_doc_tokens: int = Field(160, ge=8, description="the document in the prompt is cut to this"
+                                " many tokens (as the soft prompt was tuned on)")
+    batch_size: int = Field(16, ge=1, description="queries of one document scored at once")
+    precision: Precision = Field("fp32", description="fp32 (the default: bf16 would change"
+                                 " scores and has not been checked on validation), bf16 or auto")

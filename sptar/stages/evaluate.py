@@ -1,7 +1,9 @@
 """Evaluate stage: retrieve for the validation and test queries with one system and score it.
 
-Systems: ``bm25`` (the configured BM25 backend), ``zero-shot`` (the base encoder untouched), and
-the trained retrievers ``wo-aug`` / ``inpars`` / ``sptar`` (``train/<system>/model``).
+Systems: ``bm25`` (the configured BM25 backend), ``zero-shot`` (the base encoder untouched), the
+trained retrievers ``wo-aug`` / ``inpars`` / ``sptar`` (``train/<system>/model``), and the
+query-likelihood rerankers of BM25's top ``rerank.depth``: ``ql-rerank`` (the LLM with the tuned
+soft prompt and its chosen examples, ``tune/``) and ``ql-rerank-untuned`` (the plain LLM).
 Splits (``evaluate.splits``): ``validation``, the split stage's validation queries
 (``split/validation/``), and ``test``, the dataset's ``evaluate.test_split`` qrels. This stage
 and the report are the only readers of either.
@@ -30,7 +32,7 @@ from sptar.outputs.fewshot import load_validation
 from sptar.outputs.model import model_dir
 from sptar.reporting.metrics import evaluate_run
 from sptar.run.runner import PARTIAL
-from sptar.systems import TRAINED
+from sptar.systems import RERANKERS, TRAINED
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ def sections(system: str) -> tuple[str, ...]:
     common = ("dataset.name", "evaluate", "seed")
     if system == "bm25":
         return (*common, "bm25")
+    if system in RERANKERS:
+        return (*common, "bm25", "rerank", "models.llm", "models.trust_remote_code", "device")
     return (*common, "dense", "models.encoder", "models.trust_remote_code", "device")
 
 
@@ -51,13 +55,15 @@ def upstream(cfg: Config, paths: Paths, system: str) -> list[Path]:
         needed += manifests(paths.stage("split"))
     if system in TRAINED:
         needed += manifests(paths.stage("train", system))
+    if RERANKERS.get(system) == "tuned":
+        needed += manifests(paths.stage("tune"))
     return needed
 
 
 def source_digests(cfg: Config, system: str) -> dict[str, str]:
     from sptar.retrieval.dense import int8_recipe
 
-    return int8_recipe(cfg.dense) if system != "bm25" else {}
+    return int8_recipe(cfg.dense) if system != "bm25" and system not in RERANKERS else {}
 
 
 def encoder_for(cfg: Config, paths: Paths, system: str) -> str:
@@ -88,6 +94,37 @@ def retrieve(cfg: Config, paths: Paths, system: str, corpus, queries, shard: int
                           flagged=flagged, what=f"evaluate {system}")
 
 
+def rerank_by_likelihood(cfg: Config, paths: Paths, system: str, corpus, queries, run):
+    """BM25's ``run`` with each query's top ``rerank.depth`` reordered by the LLM's query
+    likelihood: with the tuned soft prompt and its examples, or the plain LLM without any."""
+    from sptar.io.formats import doc_text
+    from sptar.llm.prompts import PromptFormat
+    from sptar.llm.reranking import QueryLikelihood, rerank
+    from sptar.models import autocast, cast_linear_weights, load_causal_lm, resolve_device
+    from sptar.outputs.prompt import load_prompt
+
+    rc = cfg.rerank
+    device = resolve_device(cfg.device)
+    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
+                                      cfg.models.download)
+    soft, examples, limits = None, [], {}
+    if RERANKERS[system] == "tuned":
+        from sptar.llm.softprompt import soft_prompt_embeddings
+
+        prompt = load_prompt(paths)
+        model, soft = soft_prompt_embeddings(model, prompt.adapter)
+        examples, limits = prompt.examples, prompt.limits
+    cast_linear_weights(model, device, rc.precision)
+    fmt = PromptFormat(tokenizer, style="sptar", max_doc_tokens=rc.max_doc_tokens, **limits)
+    documents = {did: doc_text(corpus[did]) for docs in run.values() for did in docs}
+    with autocast(device, rc.precision):
+        scorer = QueryLikelihood(model, fmt, examples, soft, tokenizer.pad_token_id, device,
+                                 rc.batch_size)
+        reranked, counts = rerank(scorer, run, queries, documents, rc.depth, f"{system} reranking")
+    log.info("%s: %.2f query-document pairs scored per second", system, counts["pairs_per_s"])
+    return reranked, counts
+
+
 def evaluation_targets(cfg: Config, paths: Paths) -> tuple[dict[str, tuple[Queries, Qrels]],
                                                               dict[str, str]]:
     """``({split: (queries, qrels)}, {split: why it is skipped})`` for ``evaluate.splits``."""
@@ -116,7 +153,7 @@ def run(cfg: Config, paths: Paths, system: str, shard: int | None = None,
     targets, skipped = evaluation_targets(cfg, paths)
     for name, reason in skipped.items():
         log.warning("%s: %s: %s", system, name, reason)
-    if shard != 0 and (not targets or system == "bm25"):
+    if shard != 0 and (not targets or system == "bm25" or system in RERANKERS):
         return {PARTIAL: f"shard {shard}/{num_shards}: nothing to share "
                          f"({'BM25' if targets else 'no split to evaluate'}); shard 0 does it all"}
     summary: dict = {"system": system, "splits": {}}
@@ -132,7 +169,11 @@ def run(cfg: Config, paths: Paths, system: str, shard: int | None = None,
                              " (fix: re-run sptar split)")
         queries.update(split_queries)
     corpus = load_corpus(paths)
-    results = retrieve(cfg, paths, system, corpus, queries, shard, num_shards, flagged)
+    first = "bm25" if system in RERANKERS else system
+    results = retrieve(cfg, paths, first, corpus, queries, shard, num_shards, flagged)
+    if system in RERANKERS:
+        results, summary["rerank"] = rerank_by_likelihood(cfg, paths, system, corpus, queries,
+                                                          results)
     if results is None:
         from sptar.run.shards import group_rank
 
