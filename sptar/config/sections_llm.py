@@ -8,9 +8,15 @@ from pydantic import Field, field_validator, model_validator
 
 from sptar.config.base import Precision, Section
 
+# What a stage that encodes with the bi-encoder depends on (its settings hash only when set)
+ENCODER_KEYS = ("models.encoder", "models.encoder_pooling", "models.encoder_layers")
+
 
 class ModelsConfig(Section):
     """Model aliases (see ``sptar.models``), Hugging Face ids or local folders."""
+
+    # added after stages had run: at these values the models section hashes as before
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"encoder_pooling": "mean", "encoder_layers": None}
 
     llm: str = Field("smollm2-135m", description="the causal LLM whose soft prompt is tuned and"
                      " which writes the weak queries")
@@ -20,6 +26,24 @@ class ModelsConfig(Section):
                                     " for models you trust")
     download: bool = Field(False, description="fetch a Hugging Face id missing from the local"
                            " cache (false: local only)")
+    encoder_pooling: Literal["mean", "lasttoken"] = Field(
+        "mean", description="encoder smollm2-135m only (the causal LM as a bi-encoder): pool its"
+        " token states by mean, or take the last real token's; any other encoder keeps the pooling"
+        " of its own folder, and setting lasttoken for it is an error")
+    encoder_layers: int | None = Field(
+        None, ge=1, description="encoder smollm2-135m only: keep its lowest N transformer layers"
+        " (of 30; fewer encode faster); null: all. Setting it for another encoder is an error")
+
+    @model_validator(mode="after")
+    def _alias_settings(self) -> ModelsConfig:
+        from sptar.models import ENCODER_ALIAS
+
+        if self.encoder != ENCODER_ALIAS and (self.encoder_pooling != "mean"
+                                              or self.encoder_layers is not None):
+            raise ValueError(f"encoder_pooling and encoder_layers shape encoder {ENCODER_ALIAS}"
+                             f" only, not {self.encoder!r} (fix: remove them, or set"
+                             f" models.encoder: {ENCODER_ALIAS})")
+        return self
 
 
 class TuneConfig(Section):

@@ -20,15 +20,16 @@ def dense_retrieve(cfg: Config, paths: Paths, encoder: str, corpus: Corpus, quer
     folder or Hugging Face id). ``fingerprint_extra`` tells apart encoders that share a weight
     fingerprint (a trained model: its train manifest). Sharded, None when this shard only
     encoded its chunks (``flagged``: shards from --shard flags, not a launcher's process group)."""
-    from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_model
+    from sptar.models import load_encoder, model_fingerprint, resolve_device, resolve_encoder
     from sptar.retrieval.dense import cache_complete, dense_search, embedding_key
     from sptar.run.resources import check_disk_space, embeddings_bytes, memory_guard
     from sptar.run.shards import process_group
 
     device = resolve_device(cfg.device)
+    shape = {"pooling": cfg.models.encoder_pooling, "layers": cfg.models.encoder_layers}
     model = load_encoder(encoder, device, cfg.dense.max_seq_length, cfg.models.trust_remote_code,
-                         cfg.models.download)
-    fingerprint = model_fingerprint(resolve_model(encoder)) + fingerprint_extra
+                         cfg.models.download, **shape)
+    fingerprint = model_fingerprint(resolve_encoder(encoder, **shape)) + fingerprint_extra
     key = embedding_key(fingerprint, sha256_file(corpus_file(paths.beir))[:16], model, cfg.dense)
     cache_dir = paths.cache / "embeddings" / key
     if not cache_complete(cache_dir):

@@ -178,7 +178,8 @@ def _fit(cfg: Config, train: list[Example], dev: list[Example], corpus: Corpus, 
     if model is None:
         model = load_encoder(cfg.models.encoder, device, tc.max_seq_length,
                              cfg.models.trust_remote_code, cfg.models.download,
-                             config_overrides={key: tc.attention_dropout for key in dropout})
+                             config_overrides={key: tc.attention_dropout for key in dropout},
+                             pooling=cfg.models.encoder_pooling, layers=cfg.models.encoder_layers)
     else:
         for key in dropout:  # the first stage's model came back with the encoder's own value
             setattr(model[0].auto_model.config, key, tc.attention_dropout)
@@ -223,11 +224,12 @@ def attention_dropout_setting(cfg: Config) -> dict[str, float]:
     """``{config key: the encoder's own value}`` of its attention dropout (for ``train.attention_dropout``)."""
     from transformers import AutoConfig
 
-    from sptar.models import hub_access, resolve_model
+    from sptar.models import hub_access, resolve_encoder
 
+    folder = resolve_encoder(cfg.models.encoder, cfg.models.encoder_pooling, cfg.models.encoder_layers)
     try:
         with hub_access(cfg.models.download):
-            config = AutoConfig.from_pretrained(resolve_model(cfg.models.encoder),
+            config = AutoConfig.from_pretrained(folder,
                                                 trust_remote_code=cfg.models.trust_remote_code,
                                                 local_files_only=not cfg.models.download)
     except (OSError, ValueError) as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sptar.config import VALIDATION, Config
+from sptar.config import ENCODER_KEYS, VALIDATION, Config
 from sptar.errors import SptarError
 from sptar.io.atomic import remove_stale_temporaries
 from sptar.io.formats import Qrels, Queries, sha256_file
@@ -42,7 +42,7 @@ def sections(system: str) -> tuple[str, ...]:
         return (*common, "bm25")
     if system in RERANKERS:
         return (*common, "bm25", "rerank", "models.llm", "models.trust_remote_code", "device")
-    return (*common, "dense", "models.encoder", "models.trust_remote_code", "device")
+    return (*common, "dense", *ENCODER_KEYS, "models.trust_remote_code", "device")
 
 
 def output_dir(paths: Paths, system: str) -> Path:

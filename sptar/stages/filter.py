@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sptar.config import (
+    ENCODER_KEYS,
     Config,
 )
 from sptar.io.formats import (
@@ -145,8 +146,8 @@ def log_table(stats: dict[str, Any]) -> None:
 
 
 def sections(variant: str) -> tuple[str, ...]:
-    # models.encoder, dense: the base encoder of dense_consistency
-    return ("dataset.name", "bm25", "filter", "models.encoder", "models.trust_remote_code", "dense",
+    # models.encoder (and its settings), dense: the base encoder of dense_consistency
+    return ("dataset.name", "bm25", "filter", *ENCODER_KEYS, "models.trust_remote_code", "dense",
             "device")
 
 

@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sptar.config import Config
+from sptar.config import ENCODER_KEYS, Config
 from sptar.errors import SptarError
 from sptar.io.atomic import remove_stale_temporaries
 from sptar.io.manifest import manifests
@@ -58,7 +58,7 @@ TRAINER_DIR = ".trainer"  # the trainer's output_dir (checkpoints for model sele
 
 
 def sections(variant: str) -> tuple[str, ...]:
-    return ("dataset.name", "models.encoder", "models.trust_remote_code", "train",
+    return ("dataset.name", *ENCODER_KEYS, "models.trust_remote_code", "train",
             "bm25", "seed", "device")
 
 
@@ -80,9 +80,10 @@ def pair_rows(data: TrainingData) -> list[dict[str, Any]]:
 
 def _save_bytes(cfg: Config, with_dev: bool) -> int:
     """The final model, plus the best and the latest checkpoint when a dev set selects one."""
-    from sptar.models import resolve_model
+    from sptar.models import resolve_encoder
 
-    weights = folder_bytes(resolve_model(cfg.models.encoder))
+    weights = folder_bytes(resolve_encoder(cfg.models.encoder, cfg.models.encoder_pooling,
+                                           cfg.models.encoder_layers))
     return weights * (3 if with_dev else 1)
 
 
