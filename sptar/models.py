@@ -208,14 +208,16 @@ def _decoder_as_encoder(source: Path, pooling: str, layers: int | None):
     tokenizer.padding_side = "right"
     transformer.auto_model.config.pad_token_id = tokenizer.pad_token_id
     pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
-    return SentenceTransformer(modules=[transformer, pool], device="cpu")
+    return SentenceTransformer(modules=[transformer, pool], device="cpu", trust_remote_code=False,
+                               local_files_only=True)
 
 
 def _layer_count(source: Path) -> int:
     from transformers import AutoConfig
 
     with hub_access(False):
-        return AutoConfig.from_pretrained(str(source), local_files_only=True).num_hidden_layers
+        return AutoConfig.from_pretrained(str(source), trust_remote_code=False,
+                                          local_files_only=True).num_hidden_layers
 
 
 @contextlib.contextmanager
