@@ -206,6 +206,7 @@ def _decoder_as_encoder(source: Path, pooling: str, layers: int | None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    tokenizer.init_kwargs["padding_side"] = "right"  # saved, so every load pads on the right
     transformer.auto_model.config.pad_token_id = tokenizer.pad_token_id
     pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
     return SentenceTransformer(modules=[transformer, pool], device="cpu", trust_remote_code=False,

@@ -64,6 +64,7 @@ def test_the_alias_is_a_sentence_transformers_folder_with_its_pooling_and_layers
     assert folder.endswith(encoder_folder_name("lasttoken", 2))
     assert read_json(f"{folder}/1_Pooling/config.json")["pooling_mode"] == "lasttoken"
     assert read_json(f"{folder}/config.json")["num_hidden_layers"] == 2
+    assert read_json(f"{folder}/tokenizer_config.json")["padding_side"] == "right"
     assert [m["type"].rsplit(".", 1)[-1] for m in read_json(f"{folder}/modules.json")] == ["Transformer", "Pooling"]
     model = load_encoder(ALIAS, "cpu", 64, pooling="lasttoken", layers=2)
     assert len(model[0].auto_model.layers) == 2 and model.max_seq_length == 64
