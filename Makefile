@@ -23,7 +23,7 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: help install test lint bench data split tune generate generate-inpars generate-sptar \
 	filter filter-inpars filter-sptar train train-wo-aug train-inpars train-sptar bm25 zero-shot \
 	evaluate evaluate-wo-aug evaluate-inpars evaluate-sptar ql-rerank ql-rerank-untuned report all \
-	clean-run export \
+	curve clean-run export \
 	own-example-corpus
 
 help: ## list the targets
@@ -137,6 +137,12 @@ else
 	done
 	$(VENV)/bin/sptar repeats --config $(PIPELINE) $(foreach s,$(SET),--set $(s)) --seeds $(SEEDS)
 endif
+
+# The learning curve (benchmarks/curve.py): each seed's weak data once, then wo-aug / inpars / sptar
+# trained on nested subsets of it with steps that grow with the data; validation only.
+POINTS ?= 250 500 1000 2000 all
+curve: install ## validation nDCG@10 against weak pairs over SEEDS (default 1 2 3), e.g. PIPELINE=scifact-cpu
+	$(PY) benchmarks/curve.py $(PIPELINE) --seeds $(or $(SEEDS),1 2 3) --points $(POINTS) $(foreach s,$(SET),--set $(s))
 
 clean-run: ## delete data/runs/<pipeline>/ (or <pipeline>-seed<SEED>/; keeps datasets, caches, converted models)
 	rm -rf data/runs/$(RUN)
