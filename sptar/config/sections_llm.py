@@ -89,7 +89,14 @@ class TuneConfig(Section):
 class GenerateConfig(Section):
     """Weak query generation (``sptar generate``): decoding, prompt and batching."""
 
-    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"ban_example_ngrams": 0, "score_without_doc": False}
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"ban_example_ngrams": 0, "score_without_doc": False,
+                                              "engine": "native", "vllm_tensor_parallel": 1}
+
+    engine: Literal["native", "vllm"] = Field(
+        "native", description="native: sptar's batched decoder on the prefix cache (the CPU"
+        " default); vllm: vLLM's engine (make install-vllm), the soft prompt as prompt_embeds")
+    vllm_tensor_parallel: int = Field(1, ge=1, description="vllm engine: GPUs one model is split"
+                                      " over (tensor_parallel_size)")
 
     queries_per_doc: int = Field(1, ge=1, description="weak queries written per unlabeled document"
                                  " (more than 1 needs sample: true)")

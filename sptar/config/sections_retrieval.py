@@ -65,7 +65,8 @@ class DenseConfig(Section):
 class TrainConfig(Section):
     """Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, in-batch negatives)."""
 
-    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"labeled_repeat": 1, "weak_steps": 0}
+    HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"labeled_repeat": 1, "weak_steps": 0,
+                                              "max_weak_pairs": None}
 
     epochs: int = Field(1, ge=1, description="passes over each system's own training set (ignored"
                         " when steps is set)")
@@ -78,6 +79,10 @@ class TrainConfig(Section):
     weak_steps: int = Field(0, ge=0, description="two-stage training: first this many optimizer"
                             " steps on the weak pairs alone, then steps (or epochs) on the labeled"
                             " pairs alone; 0: one stage on both mixed")
+    max_weak_pairs: int | None = Field(None, ge=1, description="train on this many of the"
+                                       " filtered weak pairs: the first of one seeded order, so"
+                                       " that smaller sets are nested in larger ones (the"
+                                       " learning curve); null: all")
     batch_size: int = Field(32, ge=2, description="pairs per batch (per process under DDP);"
                             " in-batch negatives: batch_size - 1 per query, at least 1")
     lr: float = Field(2e-5, gt=0, lt=1, description="learning rate of the retriever fine-tuning"

@@ -107,11 +107,23 @@ def build_training_data(cfg: Config, paths: Paths, variant: str, corpus: Corpus,
         if clash:
             raise SptarError(f"{weak.queries_file}: weak query id {sorted(clash)[0]!r} is also a "
                              "labeled query id (fix: weak queries need their own ids, gen-<docid>-<k>)")
-        train += [Example(qid, text, weak.source[qid], WEAK) for qid, text in weak.queries.items()]
+        chosen = nested_subset(list(weak.queries), tc.max_weak_pairs, train_seed(cfg))
+        train += [Example(qid, weak.queries[qid], weak.source[qid], WEAK) for qid in chosen]
     judged = judged_relevant(split)
     for row in train + dev:
         judged.setdefault(row.query_id, set()).add(row.doc_id)
     return TrainingData(train, dev, judged, files, split, weak)
+
+
+def nested_subset(query_ids: list[str], limit: int | None, seed: int) -> list[str]:
+    """``train.max_weak_pairs``: the first ``limit`` ids of one seeded order of ``query_ids``, in
+    their own order; with the same seed a smaller limit takes a subset of a larger one's ids."""
+    if limit is None or limit >= len(query_ids):
+        return query_ids
+    order = sorted(query_ids)
+    random.Random(f"weak-subset-{seed}").shuffle(order)
+    keep = set(order[:limit])
+    return [qid for qid in query_ids if qid in keep]
 
 
 def add_hard_negatives(cfg: Config, data: TrainingData, corpus: Corpus, searcher) -> None:

@@ -66,7 +66,7 @@ from sptar.llm.prompts import prompt_format
 from sptar.outputs.dataset import load_corpus
 from sptar.outputs.fewshot import load_split, pool_file
 from sptar.outputs.prompt import Prompt, load_prompt
-from sptar.run.resources import check_disk_space, decoding_rows, generated_bytes, memory_guard
+from sptar.run.resources import check_disk_space, generated_bytes
 from sptar.run.runner import PARTIAL
 from sptar.run.shards import resolve_shard
 
@@ -194,32 +194,19 @@ def _generate_chunks(cfg: Config, work: Workspace, chunks: list[list[str]], mine
                      shard: int, num_shards: int, what: str) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from sptar.llm.decoding import LineGenerator, stop_token_ids
-    from sptar.models import autocast, cast_linear_weights, load_causal_lm
+    from sptar.llm.engines import open_engine
+    from sptar.models import load_tokenizer
 
-    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
-                                      cfg.models.download)
-    soft = None
-    if prompt.adapter is not None:
-        from sptar.llm.softprompt import soft_prompt_embeddings
-
-        model, soft = soft_prompt_embeddings(model, prompt.adapter)
-    cast_linear_weights(model, device, cfg.generate.precision)
+    tokenizer = load_tokenizer(cfg.models.llm, cfg.models.trust_remote_code, cfg.models.download)
     total = sum(len(chunks[c]) for c in mine)
     part = f" [{shard}/{num_shards}]" if num_shards > 1 else ""
     label = f"generate {prompt.style}{part}"
     prefix_ids = fmt.prefix_ids(prompt.examples)
     widest = max(len(doc_tokens[doc]) for c in mine for doc in chunks[c])
-    rows = decoding_rows(cfg.generate.batch_size, model, device, (0 if soft is None else soft.shape[1])
-                         + len(prefix_ids) + widest + 2 * cfg.generate.max_new_tokens)
+    banned = example_ngrams(fmt, prompt, cfg.generate.ban_example_ngrams)
     started, new_tokens = time.perf_counter(), 0
-    with memory_guard(what, {"generate.batch_size": rows}), autocast(device, cfg.generate.precision), \
+    with open_engine(cfg, prompt, prefix_ids, widest, device, banned, what) as (generator, rows), \
             tqdm(total=total, desc=f"weak queries{part}", unit="doc") as bar:
-        generator = LineGenerator(model, prefix_ids, stop_ids=stop_token_ids(tokenizer),
-                                  pad_id=tokenizer.pad_token_id, soft_prompt=soft,
-                                  use_cache=cfg.generate.prefix_cache,
-                                  max_new_tokens=cfg.generate.max_new_tokens, slots=rows,
-                                  banned=example_ngrams(fmt, prompt, cfg.generate.ban_example_ngrams))
         for number in mine:
             chunk_start = time.perf_counter()
             items = [Item(doc, k, doc_tokens[doc]) for doc in chunks[number]
