@@ -76,9 +76,9 @@ def curve_table(pipeline, points, seeds, named):
 
     from sptar.io.formats import read_json
     from sptar.io.manifest import read_manifest
-    from sptar.reporting.significance import compare_per_query
+    from sptar.reporting.significance import compare_per_query, interval
     from sptar.run.runner import paths_for
-    from sptar.stages.repeats import averaged_per_query, interval
+    from sptar.stages.repeats import averaged_per_query
 
     rows = []
     for point, (name, sets) in zip(points, named, strict=True):
@@ -111,8 +111,8 @@ def baselines(pipeline, seeds, common):
     from levers import lever_config
 
     from sptar.io.formats import read_json
+    from sptar.reporting.significance import interval
     from sptar.run.runner import paths_for
-    from sptar.stages.repeats import interval
 
     out = {}
     for system in BASELINES:

@@ -88,9 +88,9 @@ def table(pipeline: str, settings: list[tuple[str, list[str]]], seeds: list[int]
           systems: list[str]) -> list[dict]:
     from sptar.io.formats import read_json
     from sptar.io.manifest import read_manifest
-    from sptar.reporting.significance import compare_per_query
+    from sptar.reporting.significance import compare_per_query, interval
     from sptar.run.runner import paths_for
-    from sptar.stages.repeats import averaged_per_query, interval
+    from sptar.stages.repeats import averaged_per_query
 
     scores: dict[tuple[str, str], dict] = {}
     rows = []

@@ -7,7 +7,8 @@ import pytest
 from sptar.cli import main
 from sptar.io.formats import read_json, write_json
 from sptar.reporting.metrics import METRICS
-from sptar.stages.repeats import averaged_per_query, interval
+from sptar.reporting.significance import interval
+from sptar.stages.repeats import averaged_per_query
 
 # nDCG@10 (every metric takes the same value) per seed, system and query
 TEST = {1: {"sptar": [1.0, 0.5, 0.0], "wo-aug": [0.5, 0.5, 0.0], "inpars": [0.0, 0.5, 0.5]},

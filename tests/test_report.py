@@ -63,6 +63,14 @@ def test_report_tests_the_reference_against_every_system(tiny_cfg, evaluated):
     assert tests["inpars"]["NDCG@10"]["p_randomization_holm"] == 1.0
     assert tests["wo-aug"]["NDCG@10"]["p_randomization_holm"] == 1.0
     assert "p_randomization_holm" not in tests["bm25"]["NDCG@10"]
+    # the chart's intervals: a constant difference has width 0; +1 on one query of six has
+    # t(0.975, 5) x sd / sqrt(6), sd = sqrt(1/6); each system's over its queries likewise
+    assert tests["bm25"]["NDCG@10"]["half_width"] == 0.0
+    assert tests["zero-shot"]["NDCG@10"]["half_width"] == pytest.approx(2.5706 * (1 / 6) ** 0.5 / 6 ** 0.5,
+                                                                        rel=1e-4)
+    intervals = report["splits"]["test"]["intervals"]
+    assert intervals["sptar"]["NDCG@10"] == 0.0 and set(intervals) == set(SYSTEMS)
+    assert intervals["zero-shot"]["NDCG@10"] == tests["zero-shot"]["NDCG@10"]["half_width"]
     assert report["weak_pairs"] == {"sptar": {"generated": None, "trained": None,
                                               "filtered": {"queries": 2, "pairs": 2}}}
     markdown = (folder / "report.md").read_text()

@@ -9,6 +9,7 @@
   else it draws ``resamples`` random ones with a fixed seed and reports (hits + 1) /
   (resamples + 1).
 - :func:`holm`: Holm's step-down correction of a family of p-values.
+- :func:`interval`: the Student-t interval of a mean (over queries, or over seeds).
 - :func:`against_reference`: both tests of a reference system against each other system, with
   Holm-corrected p-values over the primary comparisons.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -40,6 +42,7 @@ class PairedComparison:
     p_randomization: float
     resamples: int  # sign assignments counted (2^m when exact)
     exact: bool
+    half_width: float | None = None  # of the 95% t-interval of mean_diff (None: one query)
 
     def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
@@ -82,6 +85,17 @@ def paired_randomization_test(a: Sequence[float], b: Sequence[float],
     return (hits + 1) / (resamples + 1), resamples, False
 
 
+def interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float | None]:
+    """``(mean, half-width)`` of a Student-t interval for the mean; no width for one value."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, float(half)
+
+
 def compare(a: Sequence[float], b: Sequence[float], resamples: int = DEFAULT_RESAMPLES,
             seed: int = DEFAULT_SEED) -> PairedComparison:
     """Both tests and the means for per-query scores ``a`` and ``b`` (same query order)."""
@@ -91,7 +105,9 @@ def compare(a: Sequence[float], b: Sequence[float], resamples: int = DEFAULT_RES
     p_rand, counted, exact = paired_randomization_test(a, b, resamples, seed)
     mean_a, mean_b = float(np.mean(a)) if len(a) else 0.0, float(np.mean(b)) if len(b) else 0.0
     return PairedComparison(n=len(a), mean_a=mean_a, mean_b=mean_b, mean_diff=mean_a - mean_b,
-                            t=t, p_t=p_t, p_randomization=p_rand, resamples=counted, exact=exact)
+                            t=t, p_t=p_t, p_randomization=p_rand, resamples=counted, exact=exact,
+                            half_width=interval([x - y for x, y in zip(a, b, strict=True)])[1]
+                            if len(a) else None)
 
 
 def compare_per_query(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]],

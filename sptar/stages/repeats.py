@@ -15,7 +15,6 @@ after the seeds) reads each run's evaluation and writes ``data/runs/<experiment>
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from sptar.io.paths import Paths
 from sptar.outputs.evaluation import per_query_file
 from sptar.outputs.report import write_report
 from sptar.reporting.metrics import MAIN_METRICS
+from sptar.reporting.significance import interval
 from sptar.reporting.tables import metric_table, significance_note, significance_table
 from sptar.systems import TRAINED, WEAK_VARIANTS
 
@@ -50,17 +50,6 @@ def seed_configs(name: str, overrides: Sequence[str], seeds: Sequence[int]) -> t
     """The pipeline's config, and the same once per seed, each with its own experiment name."""
     base = load_config(name, list(overrides))
     return base, [load_config(name, [*overrides, *seed_overrides(base, seed)]) for seed in seeds]
-
-
-def interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float | None]:
-    """``(mean, half-width)`` of a Student-t interval for the mean; no width for one value."""
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, float(half)
 
 
 def averaged_per_query(runs: Sequence[PerQuery]) -> PerQuery:

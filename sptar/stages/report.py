@@ -4,9 +4,12 @@ Reads: ``evaluate/<system>/<split>/{metrics.json, per_query.json}`` for each sys
 ``report.systems`` and each split the evaluate stage scored, the split summary, the weak sets of
 ``generate/<variant>/`` and ``filter/<variant>/`` when present, the train manifests, and every
 stage manifest of the experiment (for wall times).
-Writes to ``data/runs/<experiment>/report/``: ``report.md``, ``metrics.png`` (bar chart of the
-main metrics per system, one panel per split) and ``report.json`` (``{"dataset", "experiment",
-"seed", "splits": {split: {"queries", "systems": {system: {metric: value}}, "significance"}},
+Writes to ``data/runs/<experiment>/report/``: ``report.md``, ``metrics.png`` (per split: each
+system's nDCG@10 with its 95% interval over the queries, and the reference system's paired
+difference to every other system with its interval and p-value, on scales that show the spread)
+and ``report.json`` (``{"dataset", "experiment", "seed", "splits": {split: {"queries",
+"systems": {system: {metric: value}}, "intervals": {system: {metric: half-width}},
+"significance"}},
 "skipped", "split_sizes", "weak_pairs", "training", "exports", "timings"}``). Without any scored
 split (a local corpus without test examples) the report says so (``"evaluated": false``) and
 lists what the pipeline made.
@@ -101,6 +104,18 @@ def significance(cfg: Config, paths: Paths, split: str) -> dict[str, Any]:
     return out
 
 
+def query_intervals(paths: Paths, systems: list[str], split: str) -> dict[str, dict[str, float | None]]:
+    """Each system's 95% t-interval half-width over the split's queries, per tested metric."""
+    from sptar.reporting.significance import interval
+
+    out = {}
+    for system in systems:
+        per_query = read_per_query(paths, system, split)
+        out[system] = {metric: interval([scores[metric] for scores in per_query.values()])[1]
+                       for metric in TESTED_METRICS}
+    return out
+
+
 def build_report(cfg: Config, paths: Paths, splits: list[str], skipped: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in splits:
@@ -108,6 +123,7 @@ def build_report(cfg: Config, paths: Paths, splits: list[str], skipped: dict[str
                    for s in cfg.report.systems}
         evaluate = read_manifest(paths.stage("evaluate", cfg.report.systems[0])) or {}
         out[split] = {"queries": evaluate["summary"]["splits"][split]["queries"], "systems": systems,
+                      "intervals": query_intervals(paths, cfg.report.systems, split),
                       "significance": significance(cfg, paths, split)}
     split = read_manifest(paths.stage("split"))
     return {
