@@ -63,10 +63,12 @@ class DenseConfig(Section):
 
 
 class TrainConfig(Section):
-    """Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, in-batch negatives)."""
+    """Fine-tuning the bi-encoder: MultipleNegativesRankingLoss (in-batch and hard negatives), or
+    margin-MSE distillation from the LLM's query likelihood (``loss: margin_mse``)."""
 
     HASH_NEUTRAL: ClassVar[dict[str, Any]] = {"labeled_repeat": 1, "weak_steps": 0,
-                                              "max_weak_pairs": None}
+                                              "max_weak_pairs": None, "loss": "mnrl",
+                                              "teacher": "tuned", "teacher_scale": 1.0}
 
     epochs: int = Field(1, ge=1, description="passes over each system's own training set (ignored"
                         " when steps is set)")
@@ -83,6 +85,19 @@ class TrainConfig(Section):
                                        " filtered weak pairs: the first of one seeded order, so"
                                        " that smaller sets are nested in larger ones (the"
                                        " learning curve); null: all")
+    loss: Literal["mnrl", "margin_mse"] = Field(
+        "mnrl", description="mnrl: MultipleNegativesRankingLoss on hard labels (each query's"
+        " document is its positive, the batch's other documents and the hard negatives its"
+        " negatives); margin_mse: GPL's distillation, the student's cosine margin between the"
+        " positive and each hard negative fit to the LLM teacher's (train.teacher) margin of"
+        " log P(query | document), scored in the rerank section's settings and cached. Needs"
+        " hard_negatives >= 1")
+    teacher: Literal["tuned", "untuned"] = Field(
+        "tuned", description="the margin_mse teacher: the LLM with the tuned soft prompt and its"
+        " examples (as ql-rerank), or the plain LLM (as ql-rerank-untuned)")
+    teacher_scale: float = Field(1.0, gt=0, description="margin_mse: the teacher's margins (mean"
+                                 " log-probability per query token) are multiplied by this"
+                                 " before the student's cosine margins are fit to them")
     batch_size: int = Field(32, ge=2, description="pairs per batch (per process under DDP);"
                             " in-batch negatives: batch_size - 1 per query, at least 1")
     lr: float = Field(2e-5, gt=0, lt=1, description="learning rate of the retriever fine-tuning"
@@ -116,6 +131,13 @@ class TrainConfig(Section):
                                " log")
     seed: int | None = Field(None, description="the seed of training (dev split, pair caps,"
                              " negatives, batches); null: the pipeline seed")
+
+    @model_validator(mode="after")
+    def _distillation_needs_negatives(self) -> TrainConfig:
+        if self.loss == "margin_mse" and self.hard_negatives < 1:
+            raise ValueError("train.loss margin_mse fits margins between a positive and its hard"
+                             " negatives (fix: set train.hard_negatives to 1 or more)")
+        return self
 
 
 class ExportConfig(Section):

@@ -10,12 +10,15 @@ query that has the document among its candidates is scored on that cache
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sptar.config import Config
+from sptar.io.paths import Paths
 from sptar.llm.prompts import IGNORE_INDEX, PromptFormat
 from sptar.outputs.prompt import Example
 
@@ -79,6 +82,34 @@ class QueryLikelihood:
         nll = scores_after_prefix(self.model, states, cached, rows, self.pad_id, self.device,
                                   self.batch_size)
         return [-total / max(count, 1) for total, count in nll]
+
+
+@contextlib.contextmanager
+def open_scorer(cfg: Config, paths: Paths, tuned: bool) -> Iterator[QueryLikelihood]:
+    """The configured LLM as a :class:`QueryLikelihood` scorer in the ``rerank`` section's
+    settings (document tokens, batch, precision), inside its precision's autocast: with the
+    tuned soft prompt and its chosen examples (``tune/``), or the plain LLM without any. The
+    one scorer of the ql-rerank systems and of the training teacher (``train.loss margin_mse``)."""
+    from sptar.llm.prompts import PromptFormat
+    from sptar.models import autocast, cast_linear_weights, load_causal_lm, resolve_device
+    from sptar.outputs.prompt import load_prompt
+
+    rc = cfg.rerank
+    device = resolve_device(cfg.device)
+    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
+                                      cfg.models.download)
+    soft, examples, limits = None, [], {}
+    if tuned:
+        from sptar.llm.softprompt import soft_prompt_embeddings
+
+        prompt = load_prompt(paths)
+        model, soft = soft_prompt_embeddings(model, prompt.adapter)
+        examples, limits = prompt.examples, prompt.limits
+    cast_linear_weights(model, device, rc.precision)
+    fmt = PromptFormat(tokenizer, style="sptar", max_doc_tokens=rc.max_doc_tokens, **limits)
+    with autocast(device, rc.precision):
+        yield QueryLikelihood(model, fmt, examples, soft, tokenizer.pad_token_id, device,
+                              rc.batch_size)
 
 
 def rerank(scorer: QueryLikelihood, run: Mapping[str, Mapping[str, float]],

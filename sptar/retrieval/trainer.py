@@ -1,6 +1,8 @@
 """Fine-tuning a sentence-transformers bi-encoder with MultipleNegativesRankingLoss (in-batch
-negatives, optional hard negatives): the trainer's arguments, precision, warmup, attention
-dropout, the dev evaluator for model selection, and its log."""
+negatives, optional hard negatives) or MarginMSELoss (``train.loss margin_mse``: each row's
+cosine margins between its positive and its hard negatives fit to the row's ``margins``, which
+the train stage puts there): the trainer's arguments, precision, warmup, attention dropout, the
+dev evaluator for model selection, and its log."""
 
 from __future__ import annotations
 
@@ -19,15 +21,35 @@ log = logging.getLogger(__name__)
 DEV_METRIC = "dev_cosine_ndcg@10"  # the dev evaluator's nDCG@10, as the trainer logs it
 
 
-def training_dataset(rows: list[Example], corpus: Corpus, n_negatives: int):
-    """A ``datasets.Dataset`` with columns anchor, positive[, negative_1 ... negative_n]."""
+def training_dataset(rows: list[Example], corpus: Corpus, n_negatives: int, margins: bool = False):
+    """A ``datasets.Dataset`` with columns anchor, positive[, negative_1 ... negative_n][, label:
+    each row's margins]."""
     from datasets import Dataset
 
-    columns: dict[str, list[str]] = {"anchor": [r.query for r in rows],
-                                     "positive": [doc_text(corpus[r.doc_id]) for r in rows]}
+    columns: dict[str, list] = {"anchor": [r.query for r in rows],
+                                "positive": [doc_text(corpus[r.doc_id]) for r in rows]}
     for k in range(n_negatives):
         columns[f"negative_{k + 1}"] = [doc_text(corpus[r.negatives[k]]) for r in rows]
+    if margins:
+        unlabeled = [r for r in rows if r.margins is None or len(r.margins) != n_negatives]
+        if unlabeled:
+            raise SptarError(f"training row {unlabeled[0].query_id} -> {unlabeled[0].doc_id} has no"
+                             f" teacher margin for each of its {n_negatives} negatives")
+        columns["label"] = [list(r.margins) for r in rows]
     return Dataset.from_dict(columns)
+
+
+def training_loss(model, loss: str):
+    """The loss of ``train.loss``: MNRL, or margin-MSE on cosine margins."""
+    from sentence_transformers.sentence_transformer.losses import (
+        MarginMSELoss,
+        MultipleNegativesRankingLoss,
+    )
+    from sentence_transformers.util import pairwise_cos_sim
+
+    if loss == "margin_mse":
+        return MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
+    return MultipleNegativesRankingLoss(model)
 
 
 def dev_evaluator(dev: list[Example], corpus: Corpus, searcher, depth: int, batch_size: int):
@@ -169,7 +191,6 @@ def _fit(cfg: Config, train: list[Example], dev: list[Example], corpus: Corpus, 
     """One trainer run over ``train`` (``steps`` optimizer steps, or ``train.epochs``), from the
     configured encoder or from ``model``."""
     from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from sptar.models import load_encoder
 
@@ -189,8 +210,8 @@ def _fit(cfg: Config, train: list[Example], dev: list[Example], corpus: Corpus, 
     trainer = SentenceTransformerTrainer(
         model=model,
         args=training_arguments(tc, work_dir, device, train_seed(cfg), bool(dev)),
-        train_dataset=training_dataset(train, corpus, tc.hard_negatives),
-        loss=MultipleNegativesRankingLoss(model),
+        train_dataset=training_dataset(train, corpus, tc.hard_negatives, tc.loss == "margin_mse"),
+        loss=training_loss(model, tc.loss),
         evaluator=evaluator,
         callbacks=[_log_callback(rows)],
     )

@@ -27,6 +27,7 @@ class Example:
     doc_id: str
     source: str  # "labeled", "weak" or "dev"
     negatives: list[str] = field(default_factory=list)
+    margins: list[float] | None = None  # train.loss margin_mse: the teacher's, one per negative
 
 
 @dataclass

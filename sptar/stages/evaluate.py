@@ -98,29 +98,12 @@ def rerank_by_likelihood(cfg: Config, paths: Paths, system: str, corpus, queries
     """BM25's ``run`` with each query's top ``rerank.depth`` reordered by the LLM's query
     likelihood: with the tuned soft prompt and its examples, or the plain LLM without any."""
     from sptar.io.formats import doc_text
-    from sptar.llm.prompts import PromptFormat
-    from sptar.llm.reranking import QueryLikelihood, rerank
-    from sptar.models import autocast, cast_linear_weights, load_causal_lm, resolve_device
-    from sptar.outputs.prompt import load_prompt
+    from sptar.llm.reranking import open_scorer, rerank
 
-    rc = cfg.rerank
-    device = resolve_device(cfg.device)
-    model, tokenizer = load_causal_lm(cfg.models.llm, device, cfg.models.trust_remote_code,
-                                      cfg.models.download)
-    soft, examples, limits = None, [], {}
-    if RERANKERS[system] == "tuned":
-        from sptar.llm.softprompt import soft_prompt_embeddings
-
-        prompt = load_prompt(paths)
-        model, soft = soft_prompt_embeddings(model, prompt.adapter)
-        examples, limits = prompt.examples, prompt.limits
-    cast_linear_weights(model, device, rc.precision)
-    fmt = PromptFormat(tokenizer, style="sptar", max_doc_tokens=rc.max_doc_tokens, **limits)
     documents = {did: doc_text(corpus[did]) for docs in run.values() for did in docs}
-    with autocast(device, rc.precision):
-        scorer = QueryLikelihood(model, fmt, examples, soft, tokenizer.pad_token_id, device,
-                                 rc.batch_size)
-        reranked, counts = rerank(scorer, run, queries, documents, rc.depth, f"{system} reranking")
+    with open_scorer(cfg, paths, RERANKERS[system] == "tuned") as scorer:
+        reranked, counts = rerank(scorer, run, queries, documents, cfg.rerank.depth,
+                                  f"{system} reranking")
     log.info("%s: %.2f query-document pairs scored per second", system, counts["pairs_per_s"])
     return reranked, counts
 

@@ -1,21 +1,27 @@
-"""Train stage: fine-tune the bi-encoder with in-batch negatives on labeled (+ weak) pairs.
+"""Train stage: fine-tune the bi-encoder on labeled (+ weak) pairs.
 
 Variants: ``wo-aug`` trains on the labeled pairs only (prompt-train and prompt-eval of the
-split); ``inpars`` and ``sptar`` add that variant's filtered weak pairs. The loss is
-MultipleNegativesRankingLoss (every other positive in the batch is a negative; a batch never
-holds the same text twice), optionally with BM25-mined hard negatives (``train.hard_negatives``).
+split); ``inpars`` and ``sptar`` add that variant's filtered weak pairs. The loss
+(``train.loss``) is MultipleNegativesRankingLoss (every other positive in the batch is a
+negative; a batch never holds the same text twice), optionally with BM25-mined hard negatives
+(``train.hard_negatives``); or GPL's margin-MSE: the LLM teacher (``train.teacher``, the
+ql-rerank scorer) scores each row's query against its positive and its hard negatives,
+``log P(query | document)``, and the student's cosine margins are fit to the teacher's (times
+``train.teacher_scale``). The teacher's scores are cached (:mod:`sptar.llm.teacher`).
 With ``train.dev_fraction`` > 0, that share of the labeled queries is held out as a dev set
 (their positives plus BM25 candidates as its corpus) and the checkpoint with the best dev
 nDCG@10 is kept.
 
 Reads: ``data/beir/<dataset>/corpus.jsonl``, the labeled part of ``split/`` (its
 ``qrels/judged.tsv`` keeps every document judged relevant to a labeled query out of its hard
-negatives) and, for ``inpars`` / ``sptar``, ``filter/<variant>/{queries.jsonl, qrels/train.tsv}``.
+negatives), for ``inpars`` / ``sptar``, ``filter/<variant>/{queries.jsonl, qrels/train.tsv}``, and
+for margin-MSE with the tuned teacher, ``tune/`` (the soft prompt).
 The validation and test splits (their queries and qrels) are never read: nothing under
 ``data/beir/<dataset>/qrels/``, nor ``split/validation/``.
 Writes to ``data/runs/<experiment>/train/<variant>/``: ``model/`` (a sentence-transformers
 folder: ``SentenceTransformer(path)`` loads it), ``pairs.jsonl`` (every training and dev row:
-query id and text, doc id, source, hard negative ids), ``train_log.jsonl`` (loss per logging
+query id and text, doc id, source, hard negative ids, with margin-MSE the teacher's margins),
+``train_log.jsonl`` (loss per logging
 step, dev scores), ``manifest.json``.
 
 Under ``torchrun`` (or ``accelerate launch``) the trainer runs data-parallel (DDP), one process per
@@ -24,6 +30,8 @@ GPU; rank 0 alone writes the outputs and the manifest, the other ranks end witho
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -70,12 +78,55 @@ def upstream(cfg: Config, paths: Paths, variant: str) -> list[Path]:
     needed = manifests(paths.beir, paths.stage("split"))
     if variant != "wo-aug":
         needed += manifests(paths.stage("filter", variant))
+    if cfg.train.loss == "margin_mse" and cfg.train.teacher == "tuned":
+        needed += manifests(paths.stage("tune"))
     return needed
 
 
+def source_digests(cfg: Config, variant: str) -> dict[str, str]:
+    """With margin-MSE, what the teacher's scores depend on beyond the train section and the
+    tune manifest: the LLM and the scorer's settings (``rerank``, batch size aside)."""
+    if cfg.train.loss != "margin_mse":
+        return {}
+    teacher = {"llm": cfg.models.llm, "trust_remote_code": cfg.models.trust_remote_code,
+               "max_doc_tokens": cfg.rerank.max_doc_tokens, "precision": cfg.rerank.precision}
+    return {"teacher": hashlib.sha256(json.dumps(teacher, sort_keys=True).encode()).hexdigest()[:16]}
+
+
 def pair_rows(data: TrainingData) -> list[dict[str, Any]]:
-    return [{"query_id": r.query_id, "query": r.query, "doc_id": r.doc_id, "source": r.source,
-             "negatives": r.negatives} for r in data.train + data.dev]
+    rows = []
+    for r in data.train + data.dev:
+        row = {"query_id": r.query_id, "query": r.query, "doc_id": r.doc_id, "source": r.source,
+               "negatives": r.negatives}
+        if r.margins is not None:
+            row["margins"] = r.margins
+        rows.append(row)
+    return rows
+
+
+def label_margins(cfg: Config, paths: Paths, data: TrainingData, corpus) -> dict[str, Any]:
+    """Give every training row the teacher's margins (its positive's score minus each hard
+    negative's, times ``train.teacher_scale``); return the teacher's counts."""
+    from sptar.io.formats import doc_text
+    from sptar.llm.teacher import teacher_scores
+
+    tc = cfg.train
+    pairs = {(row.query, did) for row in data.train for did in [row.doc_id, *row.negatives]}
+    documents = {did: doc_text(corpus[did]) for _, did in pairs}
+    scores, counts = teacher_scores(cfg, paths, pairs, documents, tc.teacher == "tuned")
+    margins = []
+    for row in data.train:
+        positive = scores[(row.query, row.doc_id)]
+        row.margins = [tc.teacher_scale * (positive - scores[(row.query, did)])
+                       for did in row.negatives]
+        margins += row.margins
+    mean = sum(margins) / len(margins)
+    counts["margin_mean"] = round(mean, 4)
+    counts["margin_std"] = round((sum((m - mean) ** 2 for m in margins) / len(margins)) ** 0.5, 4)
+    counts["margin_positive_share"] = round(sum(m > 0 for m in margins) / len(margins), 4)
+    log.info("teacher margins over %d (row, negative): mean %.3f, std %.3f, positive %.1f %%",
+             len(margins), mean, counts["margin_std"], 100 * counts["margin_positive_share"])
+    return counts
 
 
 def _save_bytes(cfg: Config, with_dev: bool) -> int:
@@ -113,6 +164,7 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
     data = build_training_data(cfg, paths, variant, corpus)
     searcher = BM25Searcher(corpus, cfg.bm25) if tc.hard_negatives or data.dev else None
     add_hard_negatives(cfg, data, corpus, searcher)
+    teacher = label_margins(cfg, paths, data, corpus) if tc.loss == "margin_mse" else None
     log.info("train %s: %d labeled + %d weak pairs (%d dev pairs), %d hard negatives per pair, "
              "on %s", variant, data.count(LABELED), data.count(WEAK), data.count(DEV),
              tc.hard_negatives, device)
@@ -143,6 +195,8 @@ def run(cfg: Config, paths: Paths, variant: str) -> dict:
         "dev_queries": len({r.query_id for r in data.dev}),
         "dev_pairs": data.count(DEV),
         "hard_negatives": tc.hard_negatives,
+        "loss": tc.loss,
+        **({"teacher": teacher} if teacher else {}),
         "train_rows": len(data.train),
         "epochs": metrics["epochs"],
         "steps": steps,
